@@ -1,0 +1,94 @@
+"""The Scheduler seam: a batch system's dialect as pure argv builders and output parsers.
+
+A :class:`Scheduler` never does I/O. :class:`~intercede.backends.batch.BatchBackend` owns every command and file
+transfer: it stages a job's working directory (the job script ``job.sh`` there redirects stdout/stderr into the
+directory and writes the exit status to ``.exitcode``), then asks the scheduler for argv and hands the
+:class:`~intercede.backends.transports.CommandResult` back to the scheduler's parsers.
+
+Parsers are total over the ids they are given: an id missing from the output is simply absent from the returned
+mapping (the backend then consults history, then reports UNKNOWN after a grace period). Output that cannot be parsed
+at all raises :class:`~intercede.errors.CommandError` naming the command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from intercede.backends.capabilities import LoadReport
+from intercede.backends.transports.base import CommandResult
+from intercede.model import JobState, Resources
+
+__all__ = ["BatchJob", "NativeStatus", "Scheduler", "SubmitRequest"]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchJob:
+    """A job known to a scheduler: its native id and the working directory intercede made for it."""
+
+    native_id: str
+    workdir: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitRequest:
+    """Everything a scheduler needs to submit one staged job."""
+
+    script: str  # absolute path of job.sh on the resource
+    workdir: str  # absolute path of the job's working directory (exists, holds the inputs)
+    tag: str | None  # the idempotency tag to carry at the resource (job name, ClassAd attribute, ...)
+    resources: Resources
+
+
+@dataclass(frozen=True, slots=True)
+class NativeStatus:
+    """One job's state as the scheduler said it, mapped to :class:`~intercede.model.JobState`."""
+
+    state: JobState
+    native_state: str
+    exit_code: int | None = None
+    reason: str = ""
+
+
+@runtime_checkable
+class Scheduler(Protocol):
+    """A batch system's dialect. Every method is pure."""
+
+    name: str
+
+    def submit_argv(self, request: SubmitRequest) -> list[str]:
+        """The command that submits ``request.script``."""
+
+    def parse_submit(self, result: CommandResult) -> str:
+        """The native id from the submit command's output; :class:`~intercede.errors.CommandError` if refused."""
+
+    def status_argv(self, jobs: Sequence[BatchJob]) -> list[str]:
+        """One command reporting every job in ``jobs`` that is still in the queue."""
+
+    def parse_status(self, result: CommandResult, jobs: Sequence[BatchJob]) -> dict[str, NativeStatus]:
+        """Native id -> status for the jobs the queue knows."""
+
+    def history_argv(self, jobs: Sequence[BatchJob]) -> list[str] | None:
+        """One command reporting finished jobs from accounting/history, or None if the scheduler keeps none."""
+
+    def parse_history(self, result: CommandResult, jobs: Sequence[BatchJob]) -> dict[str, NativeStatus]:
+        """Native id -> final status for the jobs history knows."""
+
+    def cancel_argv(self, jobs: Sequence[BatchJob]) -> list[str]:
+        """One command cancelling every job in ``jobs``."""
+
+    def parse_cancel(self, result: CommandResult, jobs: Sequence[BatchJob]) -> dict[str, str]:
+        """Native id -> error detail for each job the cancel did not reach; ids absent were cancelled."""
+
+    def find_argvs(self, tags: Sequence[str]) -> list[list[str]]:
+        """Commands listing jobs carrying any of ``tags`` (queue and history)."""
+
+    def parse_find(self, results: Sequence[CommandResult], tags: Sequence[str]) -> dict[str, list[BatchJob]]:
+        """Tag -> the jobs carrying it, from the results of :meth:`find_argvs` (in the same order)."""
+
+    def load_argv(self) -> list[str] | None:
+        """A command reporting capacity and queue counts, or None if the scheduler cannot say."""
+
+    def parse_load(self, result: CommandResult) -> LoadReport:
+        """The load figures from :meth:`load_argv`'s output."""

@@ -1,0 +1,85 @@
+"""Start the real backends the tests and benchmarks run against.
+
+One folder per stack under ``stacks/`` holds a Dockerfile (``ARG BASE`` names the local Debian base image), its
+config and a start script. :func:`image` builds a stack on a Debian suite once and caches it under a tag derived from
+the folder's contents, so a second run never rebuilds and an edited recipe always does. :func:`engine` prepares the
+container engine (Podman behind a Docker-compatible socket here, Docker where it runs) by calling
+``stacks/engine/setup.sh``. Containers are started with testcontainers.
+
+Nothing here skips: when the engine or an image cannot be had, the caller gets the error.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+STACKS = Path(__file__).resolve().parent
+
+
+@functools.cache
+def engine() -> str:
+    """Make the container engine usable from this process; return its CLI name (``podman`` or ``docker``)."""
+    out = subprocess.run(
+        ["bash", str(STACKS / "engine" / "setup.sh")], check=True, stdout=subprocess.PIPE, text=True
+    ).stdout
+    for line in out.splitlines():
+        if line.startswith("export "):
+            key, _, value = line.removeprefix("export ").partition("=")
+            os.environ[key] = value
+    return os.environ["INTERCEDE_ENGINE"]
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        h.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
+def image(stack: str, suite: str = "bookworm") -> str:
+    """The tag of ``stacks/<stack>`` built on ``local/debian:<suite>``, building it only if it is not cached."""
+    cli = engine()
+    folder = STACKS / stack
+    tag = f"localhost/intercede-{stack}:{suite}-{_digest(folder)}"
+    if subprocess.run([cli, "image", "inspect", tag], capture_output=True).returncode == 0:
+        return tag
+    print(f"[stacks] building {tag} (once; cached afterwards)", file=sys.stderr, flush=True)
+    subprocess.run(
+        [cli, "build", "--build-arg", f"BASE=local/debian:{suite}", "-t", tag, str(folder)],
+        check=True, stdout=sys.stderr,
+    )
+    return tag
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 120.0, interval: float = 0.25) -> None:
+    """Poll ``predicate`` until it is true; raise ``RuntimeError`` naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception:  # noqa: BLE001 - the stack is still starting; keep polling until the deadline
+            pass
+        time.sleep(interval)
+    raise RuntimeError(f"stack not ready after {timeout:.0f} s: {what}")
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
