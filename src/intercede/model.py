@@ -302,12 +302,14 @@ class ManifestEntry(_Model):
 
 
 class OutputManifest(_Model):
-    """What an output fetch wrote under ``destination``; ``missing`` lists declared outputs the job did not produce."""
+    """What an output fetch wrote under ``destination``. ``missing`` lists declared outputs the job did not produce;
+    ``refused`` maps outputs that were not copied (symlinks, escaping paths) to the reason."""
 
     job_id: str
     destination: Path
     files: list[ManifestEntry] = Field(default_factory=list)
     missing: list[str] = Field(default_factory=list)
+    refused: dict[str, str] = Field(default_factory=dict)
 
     @property
     def total_bytes(self) -> int:

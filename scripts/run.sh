@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The run command: does all set-up on a fresh machine (virtualenv), then runs intercede on the embedded default.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec .venv/bin/python examples/contract_tour.py "$@"

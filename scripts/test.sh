@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test command: does all set-up on a fresh machine (virtualenv, container engine, base and stack images),
+# then runs the linters, the type checker, the layer contracts and the whole test suite against real backends.
+# Extra arguments go to pytest, e.g.  scripts/test.sh -m transport
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+eval "$(bash stacks/engine/setup.sh)"
+echo "[test] ruff, mypy --strict, import-linter" >&2
+.venv/bin/ruff check src tests stacks benchmarks
+.venv/bin/mypy
+.venv/bin/lint-imports
+echo "[test] pytest" >&2
+exec .venv/bin/pytest "$@"

@@ -1,0 +1,276 @@
+"""BatchBackend: any Transport composed with any Scheduler. It owns all the I/O of a composed resource.
+
+Each job copy gets its own working directory ``<root>/<uid>`` (see :mod:`intercede.backends.jobscript`); the job id
+intercede hands out is ``<native id>@<uid>``, so every operation can find the directory again without any local state.
+Outputs are fetched by :mod:`intercede.backends.outputs`; fetching is not destructive (files stay until ``purge``).
+
+Status of a job the scheduler no longer lists comes from its history (``sacct``, ...); a job missing from both is
+reported with the last state this backend saw (SUBMITTED if none) for ``grace`` seconds (a scheduler can be briefly
+inconsistent right after a submit) and UNKNOWN afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self, TypeVar
+
+from intercede.backends import outputs
+from intercede.backends.capabilities import LoadReport
+from intercede.backends.jobscript import SCRIPT, SECRETS, TAGFILE, render
+from intercede.backends.schedulers.base import BatchJob, NativeStatus, Scheduler, SubmitRequest
+from intercede.backends.transports.base import Transport
+from intercede.errors import (
+    AuthenticationError,
+    CommandError,
+    IntercedeError,
+    UnsupportedError,
+    is_temporary,
+)
+from intercede.model import (
+    Copy,
+    JobSpec,
+    JobState,
+    JobStatus,
+    Outcome,
+    OutputBounds,
+    OutputManifest,
+    Submission,
+    SubmitResult,
+)
+
+__all__ = ["BatchBackend"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_UID = re.compile(r"[0-9a-f]{16}\Z")
+_PREPARE = 'umask 077 && mkdir -p -- "$1/' + SECRETS + '" && cat >"$1/' + SCRIPT + '" && printf "%s" "$2" >"$1/' + \
+    TAGFILE + '"'
+_WRITE_PRIVATE = 'umask 077 && cat >"$1"'
+
+
+class BatchBackend:
+    """A resource reached through ``transport`` and driven by ``scheduler``; job directories live under ``root``.
+
+    ``container`` is the runtime prefix for specs that name a container (e.g. ``("apptainer", "exec")``); without it
+    such specs are refused per copy. ``chunk`` bounds the ids per status/cancel command, ``concurrency`` the copies
+    staged at once.
+    """
+
+    fetch_is_destructive = False
+
+    def __init__(self, transport: Transport, scheduler: Scheduler, root: str, *, name: str | None = None,
+                 container: Sequence[str] = (), grace: float = 120.0, chunk: int = 500, concurrency: int = 8,
+                 command_timeout: float = 120.0) -> None:
+        if not root.startswith("/"):
+            raise ValueError(f"root must be an absolute path on the resource, got {root!r}")
+        self.transport = transport
+        self.scheduler = scheduler
+        self.root = root.rstrip("/")
+        self.name = name or f"{scheduler.name}+{transport.name}"
+        self.container = tuple(container)
+        self.grace = grace
+        self.chunk = chunk
+        self.command_timeout = command_timeout
+        self._limit = asyncio.Semaphore(concurrency)
+        self._missing_since: dict[str, float] = {}
+        self._last_seen: dict[str, NativeStatus] = {}
+        self._purged: set[str] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+    def __repr__(self) -> str:
+        return f"<BatchBackend {self.name} root={self.root}>"
+
+    # -- ids ---------------------------------------------------------------------------------------------------
+
+    def _job(self, job_id: str) -> BatchJob | None:
+        native, sep, uid = job_id.rpartition("@")
+        if not sep or not native or not _UID.match(uid):
+            return None
+        return BatchJob(native, f"{self.root}/{uid}")
+
+    @staticmethod
+    def _id(job: BatchJob) -> str:
+        return f"{job.native_id}@{job.workdir.rsplit('/', 1)[-1]}"
+
+    # -- submit ------------------------------------------------------------------------------------------------
+
+    async def submit(self, spec: JobSpec) -> SubmitResult:
+        """Stage and submit every copy of ``spec``; per-copy results. Raises only if no copy could be attempted
+        because the resource is unreachable or refuses our credentials."""
+        results = await asyncio.gather(
+            *(self._submit_copy(spec, i, copy) for i, copy in enumerate(spec.copies)), return_exceptions=True
+        )
+        submissions: list[Submission] = []
+        for i, r in enumerate(results):
+            if isinstance(r, Submission):
+                submissions.append(r)
+                continue
+            assert isinstance(r, BaseException)
+            if isinstance(r, AuthenticationError) or (is_temporary(r) and not any(
+                    isinstance(x, Submission) and x.ok for x in results)):
+                raise r
+            if not isinstance(r, IntercedeError):
+                raise r
+            submissions.append(Submission(copy_index=i, tag=spec.copy_tag(i), error=str(r), temporary=is_temporary(r)))
+        return SubmitResult(submissions=submissions)
+
+    async def _submit_copy(self, spec: JobSpec, index: int, copy: Copy) -> Submission:
+        tag = spec.copy_tag(index)
+        if spec.container and not self.container:
+            return Submission(copy_index=index, tag=tag,
+                              error=f"{self.name} has no container runtime configured; cannot run {spec.container!r}")
+        workdir = f"{self.root}/{secrets.token_hex(8)}"
+        async with self._limit:
+            script = render(spec, copy, workdir, self.container).encode()
+            await self._run(["sh", "-c", _PREPARE, "sh", workdir, tag or ""], stdin=script)
+            for name, secret in copy.secrets.items():
+                await self._run(["sh", "-c", _WRITE_PRIVATE, "sh", f"{workdir}/{SECRETS}/{name}"],
+                                stdin=secret.get_secret_value().encode())
+            await asyncio.gather(*(self._put_input(f.source, f"{workdir}/{f.name}") for f in spec.input_files))
+            request = SubmitRequest(f"{workdir}/{SCRIPT}", workdir, tag, spec.resources)
+            result = await self.transport.run(self.scheduler.submit_argv(request), timeout=self.command_timeout)
+            try:
+                native = self.scheduler.parse_submit(result)
+            except CommandError as exc:
+                await self._run(["rm", "-rf", "--", workdir])
+                return Submission(copy_index=index, tag=tag, error=str(exc))
+        return Submission(copy_index=index, tag=tag, job_id=self._id(BatchJob(native, workdir)))
+
+    async def _put_input(self, source: Path, remote: str) -> None:
+        parent = remote.rsplit("/", 1)[0]
+        await self._run(["mkdir", "-p", "--", parent])
+        await self.transport.put(source, remote, timeout=self.command_timeout)
+
+    async def _run(self, argv: list[str], stdin: bytes | None = None) -> None:
+        (await self.transport.run(argv, stdin=stdin, timeout=self.command_timeout)).check()
+
+    # -- status ------------------------------------------------------------------------------------------------
+
+    async def status(self, job_ids: Sequence[str]) -> list[JobStatus]:
+        """One status per id, in order; see the module docstring for jobs that left the queue."""
+        jobs = {i: j for i in job_ids if (j := self._job(i)) is not None}
+        found: dict[str, NativeStatus] = {}
+        for chunk in _chunks(list(jobs.values()), self.chunk):
+            result = await self.transport.run(self.scheduler.status_argv(chunk), timeout=self.command_timeout)
+            found.update(self.scheduler.parse_status(result, chunk))
+        # Terminal jobs without an exit code, and jobs gone from the queue, are looked up in history.
+        unresolved = [j for j in jobs.values() if j.native_id not in found
+                      or (found[j.native_id].state.is_terminal and found[j.native_id].exit_code is None)]
+        for chunk in _chunks(unresolved, self.chunk):
+            argv = self.scheduler.history_argv(chunk)
+            if argv is not None:
+                result = await self.transport.run(argv, timeout=self.command_timeout)
+                found.update(self.scheduler.parse_history(result, chunk))
+        return [self._status(i, jobs.get(i), found) for i in job_ids]
+
+    def _status(self, job_id: str, job: BatchJob | None, found: dict[str, NativeStatus]) -> JobStatus:
+        if job is None:
+            return JobStatus(job_id=job_id, state=JobState.UNKNOWN, reason="not a job id of this backend")
+        native = found.get(job.native_id)
+        if native is not None:
+            self._missing_since.pop(job_id, None)
+            self._last_seen[job_id] = native
+            return _job_status(job_id, native)
+        if job_id in self._purged:
+            return JobStatus(job_id=job_id, state=JobState.UNKNOWN, reason="purged: its working directory is gone")
+        since = self._missing_since.setdefault(job_id, time.monotonic())
+        if time.monotonic() - since < self.grace:
+            last = self._last_seen.get(job_id, NativeStatus(JobState.SUBMITTED, "", reason="not listed yet"))
+            return _job_status(job_id, last)
+        self._last_seen.pop(job_id, None)
+        return JobStatus(job_id=job_id, state=JobState.UNKNOWN,
+                         reason=f"in neither the queue nor the history for {self.grace:.0f} s")
+
+    # -- cancel, purge -----------------------------------------------------------------------------------------
+
+    async def cancel(self, job_ids: Sequence[str]) -> list[Outcome]:
+        """Cancel jobs; per-id outcomes (unknown or finished jobs are reported, not raised)."""
+        jobs = {i: j for i in job_ids if (j := self._job(i)) is not None}
+        failed: dict[str, str] = {}
+        for chunk in _chunks(list(jobs.values()), self.chunk):
+            result = await self.transport.run(self.scheduler.cancel_argv(chunk), timeout=self.command_timeout)
+            failed.update(self.scheduler.parse_cancel(result, chunk))
+        return [_outcome(i, jobs.get(i), failed) for i in job_ids]
+
+    async def purge(self, job_ids: Sequence[str]) -> list[Outcome]:
+        """Remove each job's working directory. Idempotent: purging a purged job succeeds."""
+        jobs = {i: j for i in job_ids if (j := self._job(i)) is not None}
+        for chunk in _chunks(list(jobs.values()), self.chunk):
+            await self._run(["rm", "-rf", "--", *(j.workdir for j in chunk)])
+        for job_id in jobs:
+            self._last_seen.pop(job_id, None)
+            self._purged.add(job_id)
+        return [_outcome(i, jobs.get(i), {}) for i in job_ids]
+
+    # -- outputs, diagnostics ----------------------------------------------------------------------------------
+
+    async def fetch(self, job_id: str, spec: JobSpec, destination: Path,
+                    bounds: OutputBounds | None = None) -> OutputManifest:
+        """Copy stdout, stderr and the declared outputs into ``destination`` (bounded and contained)."""
+        job = self._require(job_id)
+        return await outputs.fetch(self.transport, job_id, job.workdir, spec, destination, bounds or OutputBounds())
+
+    async def peek(self, job_id: str, name: str, max_bytes: int = 65536) -> bytes:
+        """The last ``max_bytes`` of file ``name`` in the job's working directory."""
+        job = self._require(job_id)
+        path = outputs.remote_path(job.workdir, name)
+        result = await self.transport.run(["tail", "-c", str(max_bytes), "--", path], timeout=self.command_timeout)
+        return result.check().stdout
+
+    def _require(self, job_id: str) -> BatchJob:
+        job = self._job(job_id)
+        if job is None:
+            raise UnsupportedError(f"{job_id!r} is not a job id of {self.name}")
+        return job
+
+    # -- tags, load --------------------------------------------------------------------------------------------
+
+    async def find_by_tag(self, tags: Sequence[str]) -> dict[str, list[str]]:
+        """Every job carrying each tag, in the queue or in history."""
+        results = [await self.transport.run(argv, timeout=self.command_timeout)
+                   for argv in self.scheduler.find_argvs(tags)]
+        found = self.scheduler.parse_find(results, tags)
+        return {t: sorted({self._id(j) for j in found.get(t, []) if j.workdir.startswith(self.root + "/")})
+                for t in tags}
+
+    async def load(self) -> LoadReport:
+        argv = self.scheduler.load_argv()
+        if argv is None:
+            raise UnsupportedError(f"{self.scheduler.name} cannot report its load")
+        return self.scheduler.parse_load(await self.transport.run(argv, timeout=self.command_timeout))
+
+
+def _chunks(items: list[T], size: int) -> list[list[T]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _job_status(job_id: str, native: NativeStatus) -> JobStatus:
+    return JobStatus(job_id=job_id, state=native.state, native_state=native.native_state, exit_code=native.exit_code,
+                     reason=native.reason)
+
+
+def _outcome(job_id: str, job: BatchJob | None, failed: dict[str, str]) -> Outcome:
+    if job is None:
+        return Outcome(job_id=job_id, ok=False, detail="not a job id of this backend")
+    if job.native_id in failed:
+        return Outcome(job_id=job_id, ok=False, detail=failed[job.native_id])
+    return Outcome(job_id=job_id, ok=True)
