@@ -20,7 +20,8 @@ text = st.text(st.characters(min_codepoint=1, max_codepoint=0x10FFFF, exclude_ca
 def test_arguments_and_environment_reach_the_payload_unchanged(
         tmp_path_factory: pytest.TempPathFactory, args: list[str], value: str) -> None:
     work = tmp_path_factory.mktemp("job")
-    spec = JobSpec(executable="/bin/sh", arguments=["-c", 'printf "%s\\0" "$@"; printf %s "$V" >&2', "sh", "first", *args],
+    script = 'printf "%s\\0" "$@"; printf %s "$V" >&2'
+    spec = JobSpec(executable="/bin/sh", arguments=["-c", script, "sh", "first", *args],
                    environment={"V": value})
     (work / "job.sh").write_text(render(spec, spec.copies[0], str(work)))
     subprocess.run(["sh", str(work / "job.sh")], check=True)
