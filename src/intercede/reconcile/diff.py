@@ -1,0 +1,171 @@
+"""``diff``: desired phase vs recorded progress -> the actions to take now. Pure and level-triggered.
+
+For one key the plan follows a fixed progression (each step is planned only once the previous one is recorded)::
+
+    RUNNING     Submit | Adopt                                   (until a job id is known)
+    CANCELLED   Adopt (an intent without a job id)  -> Cancel while not terminal (resent after cancel_resend_after)
+    COLLECTED   Submit | Adopt -> (wait for terminal) -> Fetch -> Purge
+    FORGOTTEN   Adopt -> Cancel while not terminal -> Purge -> Forget     (no job ever: Forget at once)
+
+Nothing is planned for a key whose CE is unreachable, whose step is backing off (``now < next_attempt_at``), or that
+carries a permanent error. A key with a submit intent and no job id is only ever adopted: :class:`Submit` is planned
+solely for keys whose progress has no intent, which is what makes a submit happen at most once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from intercede.model import OutputManifest
+from intercede.reconcile.policy import RetryPolicy
+from intercede.reconcile.state import (
+    Action,
+    Adopt,
+    Cancel,
+    Desired,
+    Fetch,
+    Forget,
+    Phase,
+    Progress,
+    Purge,
+    Reachability,
+    Submit,
+)
+
+__all__ = ["NO_PROGRESS", "Plan", "apply_success", "decide", "diff", "plan", "wake_at"]
+
+NO_PROGRESS = Progress()
+"""The progress of a key nothing was done for yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The actions of one diff, and the keys that wanted a Submit but found their CE's budget spent (they must be
+    diffed again next tick)."""
+
+    actions: tuple[Action, ...]
+    deferred: tuple[str, ...]
+
+
+def _cancel_due(progress: Progress, now: float, policy: RetryPolicy) -> bool:
+    return progress.cancel_sent_at is None or now >= progress.cancel_sent_at + policy.cancel_resend_after
+
+
+def decide(desired: Desired, progress: Progress, now: float, policy: RetryPolicy) -> Action | None:
+    """The one next action for a key, ignoring reachability and budgets (see the module docstring)."""
+    if progress.permanent_error is not None:
+        return None
+    if progress.next_attempt_at is not None and now < progress.next_attempt_at:
+        return None
+    key, job_id, phase = desired.key, progress.job_id, desired.phase
+    if job_id is None:
+        if progress.submit_intent:
+            # A submit may have reached the CE: find it before anything else, whatever the phase.
+            return Adopt(key)
+        if phase is Phase.RUNNING or phase is Phase.COLLECTED:
+            return Submit(key)
+        if phase is Phase.FORGOTTEN:
+            return Forget(key)
+        return None  # CANCELLED before any submit: nothing to do, ever.
+    if phase is Phase.RUNNING:
+        return None
+    if not progress.terminal:
+        if phase is Phase.COLLECTED:
+            return None  # wait for the job to finish
+        return Cancel(key, job_id) if _cancel_due(progress, now, policy) else None
+    if phase is Phase.COLLECTED:
+        if progress.manifest is None:
+            assert desired.destination is not None  # Desired guarantees it for COLLECTED
+            return Fetch(key, job_id, desired.destination)
+        return None if progress.purged else Purge(key, job_id)
+    if phase is Phase.FORGOTTEN:
+        return Forget(key) if progress.purged else Purge(key, job_id)
+    return None  # CANCELLED and terminal: done
+
+
+def wake_at(desired: Desired, progress: Progress, policy: RetryPolicy) -> float | None:
+    """The time from which :func:`decide` may plan something only because time passed (a backoff ends, a cancel is
+    due again), or None if time alone never changes the plan. Lets a caller re-diff a key only when it is due."""
+    if progress.permanent_error is not None:
+        return None
+    gates: list[float] = []
+    if progress.next_attempt_at is not None:
+        gates.append(progress.next_attempt_at)
+    if (progress.cancel_sent_at is not None and progress.job_id is not None and not progress.terminal
+            and desired.phase in (Phase.CANCELLED, Phase.FORGOTTEN)):
+        gates.append(progress.cancel_sent_at + policy.cancel_resend_after)
+    # Both gates must be open for a resend, so the later one is when it can happen.
+    return max(gates) if gates else None
+
+
+def plan(
+    keys: Iterable[str],
+    desired: Mapping[str, Desired],
+    progress: Mapping[str, Progress],
+    reachable: Reachability,
+    now: float,
+    policy: RetryPolicy,
+    budget: Mapping[str, int] | None = None,
+) -> Plan:
+    """Plan the actions for ``keys`` (the dirty ones; unknown keys are ignored).
+
+    Keys are visited in sorted order, so the same inputs always give the same plan whatever order ``keys`` came in.
+    At most ``budget[ce]`` (default ``policy.submits_per_tick``) Submits are planned per CE; the keys left over are
+    returned as ``deferred``. No action is planned for a CE mapped to False in ``reachable``.
+    """
+    budget = budget or {}
+    remaining: dict[str, int] = {}
+    actions: list[Action] = []
+    deferred: list[str] = []
+    for key in sorted(set(keys)):
+        wanted = desired.get(key)
+        if wanted is None or not reachable.get(wanted.ce, True):
+            continue
+        action = decide(wanted, progress.get(key, NO_PROGRESS), now, policy)
+        if action is None:
+            continue
+        if isinstance(action, Submit):
+            left = remaining.get(wanted.ce)
+            if left is None:
+                left = budget.get(wanted.ce, policy.submits_per_tick)
+            if left <= 0:
+                deferred.append(key)
+                continue
+            remaining[wanted.ce] = left - 1
+        actions.append(action)
+    return Plan(tuple(actions), tuple(deferred))
+
+
+def diff(
+    keys: Iterable[str],
+    desired: Mapping[str, Desired],
+    progress: Mapping[str, Progress],
+    reachable: Reachability,
+    now: float,
+    policy: RetryPolicy,
+    budget: Mapping[str, int] | None = None,
+) -> list[Action]:
+    """The actions of :func:`plan` (for callers that do not track deferred keys)."""
+    return list(plan(keys, desired, progress, reachable, now, policy, budget).actions)
+
+
+def apply_success(progress: Progress | None, action: Action, now: float) -> Progress | None:
+    """Model of what a *successful* action records (None: the key is forgotten). Used by tests and benchmarks.
+
+    Submit and Adopt record the job id ``job-<key>`` (Adopt modelled as finding exactly one job); Fetch records an
+    empty manifest for its destination.
+    """
+    current = progress or NO_PROGRESS
+    match action:
+        case Submit(key) | Adopt(key):
+            return current.with_submit_intent().with_job_id(f"job-{key}")
+        case Cancel():
+            return current.with_cancel_sent(now)
+        case Fetch(_, job_id, destination):
+            return current.with_manifest(OutputManifest(job_id=job_id, destination=destination))
+        case Purge():
+            return current.with_purged()
+        case Forget():
+            return None
+    raise TypeError(f"not an action: {action!r}")  # pragma: no cover - exhaustive above

@@ -1,0 +1,258 @@
+"""Carrying out a plan: each step journals first and acts second, so a crash at any point is repaired by the next tick.
+
+* Submit: ``record_submit_intent`` -> ``gateway.submit(spec tagged with the key)`` -> ``record_job_id``. A crash after
+  the intent leaves an intent without a job id, which is only ever *adopted*. If the intent cannot be written, nothing
+  is submitted.
+* Adopt: ``gateway.find_by_tag([key])`` -> one job: record it; none: clear the intent (the next tick submits); several:
+  cancel and purge all but the first, log loudly, then record the first.
+* Cancel / Purge: one bulk gateway call per CE (and chunk), then record each outcome. Both are safe to repeat.
+* Fetch: ``gateway.fetch`` -> verify every listed file under the destination -> ``record_manifest``; only then is
+  the job purged (two-phase destructive fetch).
+* Errors: temporary ones (see :meth:`RetryPolicy.is_temporary`) back the key off exponentially and never fail a job;
+  permanent ones (a CE refusing the spec, credentials rejected) are recorded as ``permanent_error`` and never retried.
+  A :class:`~intercede.errors.JournalError` stops the whole plan: without a journal nothing can be done safely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from dataclasses import replace
+from functools import partial
+
+from intercede.errors import ConnectivityError, JournalError
+from intercede.reconcile.clock import Clock
+from intercede.reconcile.gateway import CEGateway
+from intercede.reconcile.journal import Journal
+from intercede.reconcile.policy import RetryPolicy
+from intercede.reconcile.state import Action, Adopt, Cancel, Fetch, Forget, Progress, Purge, Submit
+from intercede.reconcile.tracker import ReconcileState
+from intercede.reconcile.verify import verify_manifest
+
+__all__ = ["Executor"]
+
+log = logging.getLogger(__name__)
+
+_Unit = Callable[[], Awaitable[None]]
+
+
+def _chunks(items: Sequence[tuple[str, str]], size: int) -> Iterable[Sequence[tuple[str, str]]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class Executor:
+    """Runs planned actions against the CEs' gateways, at most ``concurrency`` units at a time, recording every
+    result in the journal and mirroring it into the working set. ``gateways`` is shared with the owner, which may
+    add gateways later."""
+
+    def __init__(self, journal: Journal, state: ReconcileState, gateways: MutableMapping[str, CEGateway],
+                 policy: RetryPolicy, clock: Clock, *, concurrency: int, chunk: int) -> None:
+        if concurrency < 1 or chunk < 1:
+            raise ValueError("concurrency and chunk must be at least 1")
+        self._journal = journal
+        self._state = state
+        self._gateways = gateways
+        self._policy = policy
+        self._clock = clock
+        self._concurrency = concurrency
+        self._chunk = chunk
+
+    async def execute(self, actions: Sequence[Action]) -> None:
+        """Carry out ``actions`` (at most one per key). Raises JournalError; records every other failure."""
+        units = self._units(actions)
+        if units:
+            await self._run(units)
+
+    async def _run(self, units: list[_Unit]) -> None:
+        limit = asyncio.Semaphore(self._concurrency)
+
+        async def bounded(unit: _Unit) -> None:
+            async with limit:
+                await unit()
+
+        try:
+            # A TaskGroup, not gather: when one unit dies (JournalError, or the process being torn down) the others
+            # are cancelled instead of writing on behind the failure.
+            async with asyncio.TaskGroup() as group:
+                for unit in units:
+                    group.create_task(bounded(unit))
+        except BaseExceptionGroup as failures:
+            for other in failures.exceptions[1:]:
+                log.error("reconciler tick: further failure", exc_info=other)
+            raise failures.exceptions[0] from None
+
+    def _units(self, actions: Sequence[Action]) -> list[_Unit]:
+        """Group the plan into units of work: one per submit, fetch or forget; one bulk call per CE and chunk for
+        adopt, cancel and purge."""
+        units: list[_Unit] = []
+        adopts: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        cancels: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        purges: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for action in actions:
+            ce = self._state.desired[action.key].ce
+            match action:
+                case Submit(key):
+                    units.append(partial(self._submit, key))
+                case Adopt(key):
+                    adopts[ce].append((key, key))
+                case Cancel(key, job_id):
+                    cancels[ce].append((key, job_id))
+                case Purge(key, job_id):
+                    purges[ce].append((key, job_id))
+                case Fetch():
+                    units.append(partial(self._fetch, action))
+                case Forget(key):
+                    units.append(partial(self._forget, key))
+        for step, groups in ((self._adopt, adopts), (self._cancel, cancels), (self._purge, purges)):
+            for ce, items in groups.items():
+                for chunk in _chunks(items, self._chunk):
+                    units.append(partial(step, ce, chunk))
+        return units
+
+    # ---- steps
+
+    def _gateway(self, ce: str) -> CEGateway:
+        gateway = self._gateways.get(ce)
+        if gateway is None:
+            # Temporary: the journal may name a CE whose gateway is wired after the restart.
+            raise ConnectivityError(f"no gateway for CE {ce!r}")
+        return gateway
+
+    def _put(self, key: str, progress: Progress) -> None:
+        current = self._state.progress.get(key)
+        if current is None:
+            return  # forgotten meanwhile
+        if current.last_seen is not None and (progress.last_seen is None or progress.last_seen < current.last_seen):
+            # observe() keeps the newest last_seen in memory only; do not let a journaled row turn it back.
+            progress = replace(progress, last_seen=current.last_seen)
+        self._state.put_progress(key, progress)
+
+    def _failed(self, keys: Iterable[str], step: str, error: BaseException | str, *, permanent: bool,
+                clear_submit_intent: bool = False) -> None:
+        now = self._clock.now()
+        text = f"{step}: {error}" if isinstance(error, str) else f"{step}: {type(error).__name__}: {error}"
+        for key in keys:
+            current = self._state.progress.get(key)
+            if current is None:
+                continue
+            attempts = current.attempts + 1
+            retry_at = None if permanent else now + self._policy.delay(attempts, key)
+            if permanent:
+                log.error("job key %s: %s (permanent: not retried)", key, text)
+            else:
+                log.warning("job key %s: %s (attempt %d, retry in %.1fs)", key, text, attempts,
+                            (retry_at or now) - now)
+            self._put(key, self._journal.record_error(key, text, permanent=permanent, next_attempt_at=retry_at,
+                                                      attempts=attempts, clear_submit_intent=clear_submit_intent))
+
+    async def _guarded(self, keys: Sequence[str], step: str, body: Awaitable[None]) -> None:
+        try:
+            await body
+        except JournalError:
+            raise
+        except Exception as exc:
+            self._failed(keys, step, exc, permanent=not self._policy.is_temporary(exc))
+
+    async def _submit(self, key: str) -> None:
+        async def body() -> None:
+            wanted = self._state.desired[key]
+            gateway = self._gateway(wanted.ce)
+            self._put(key, self._journal.record_submit_intent(key))
+            result = await gateway.submit(wanted.submission())
+            job_ids = result.job_ids
+            if job_ids:
+                if len(job_ids) > 1:
+                    log.error("job key %s: CE %s answered one submit with %d jobs %s; keeping %s",
+                              key, wanted.ce, len(job_ids), job_ids, job_ids[0])
+                self._put(key, self._journal.record_job_id(key, job_ids[0]))
+            elif result.submissions:
+                refusal = result.submissions[0]
+                # A refused copy created no job, so the intent goes with the error: the retry is a plain submit.
+                self._failed([key], "submit refused", refusal.error or "no reason given",
+                             permanent=not refusal.temporary, clear_submit_intent=True)
+            else:
+                # No answer per copy: a job may exist, so the intent stays and the key is adopted next.
+                self._failed([key], "submit", "the CE answered with no submission", permanent=False)
+
+        await self._guarded([key], "submit", body())
+
+    async def _adopt(self, ce: str, items: Sequence[tuple[str, str]]) -> None:
+        keys = [key for key, _ in items]
+
+        async def body() -> None:
+            found = await self._gateway(ce).find_by_tag(keys)
+            for key in keys:
+                await self._guarded([key], "adopt", self._adopt_one(ce, key, list(found.get(key, []))))
+
+        await self._guarded(keys, "adopt", body())
+
+    async def _adopt_one(self, ce: str, key: str, job_ids: list[str]) -> None:
+        if not job_ids:
+            log.info("job key %s: no job tagged with it at CE %s; it will be submitted", key, ce)
+            self._put(key, self._journal.clear_submit_intent(key))
+            return
+        keep, extras = job_ids[0], job_ids[1:]
+        if extras:
+            # Should never happen through this reconciler; it means another client (or a lost journal) submitted.
+            log.error("job key %s has %d jobs at CE %s (%s): keeping %s, cancelling and purging %s",
+                      key, len(job_ids), ce, ", ".join(job_ids), keep, ", ".join(extras))
+            gateway = self._gateway(ce)
+            # Extras go first: if we crash before recording the keeper, the next Adopt finds the keeper again.
+            for outcome in [*await gateway.cancel(extras), *await gateway.purge(extras)]:
+                if not outcome.ok:
+                    log.error("job key %s: removing duplicate job %s failed: %s", key, outcome.job_id, outcome.detail)
+        self._put(key, self._journal.record_job_id(key, keep))
+
+    async def _cancel(self, ce: str, items: Sequence[tuple[str, str]]) -> None:
+        async def body() -> None:
+            outcomes = await self._gateway(ce).cancel([job_id for _, job_id in items])
+            by_id = {outcome.job_id: outcome for outcome in outcomes}
+            now = self._clock.now()
+            for key, job_id in items:
+                outcome = by_id.get(job_id)
+                if outcome is None:
+                    self._failed([key], "cancel", f"CE {ce} gave no outcome for job {job_id}", permanent=False)
+                elif outcome.ok or not outcome.temporary:
+                    if not outcome.ok:
+                        # Usually "already finished": the next observation shows the final state.
+                        log.info("job key %s: cancel of %s not done (%s); waiting for its final state",
+                                 key, job_id, outcome.detail)
+                    self._put(key, self._journal.record_cancel_sent(key, now))
+                else:
+                    self._failed([key], "cancel", outcome.detail or "temporary failure", permanent=False)
+
+        await self._guarded([key for key, _ in items], "cancel", body())
+
+    async def _purge(self, ce: str, items: Sequence[tuple[str, str]]) -> None:
+        async def body() -> None:
+            outcomes = await self._gateway(ce).purge([job_id for _, job_id in items])
+            by_id = {outcome.job_id: outcome for outcome in outcomes}
+            for key, job_id in items:
+                outcome = by_id.get(job_id)
+                if outcome is None:
+                    self._failed([key], "purge", f"CE {ce} gave no outcome for job {job_id}", permanent=False)
+                elif outcome.ok:
+                    self._put(key, self._journal.record_purged(key))
+                else:
+                    self._failed([key], "purge", outcome.detail or "refused", permanent=not outcome.temporary)
+
+        await self._guarded([key for key, _ in items], "purge", body())
+
+    async def _fetch(self, action: Fetch) -> None:
+        async def body() -> None:
+            wanted = self._state.desired[action.key]
+            gateway = self._gateway(wanted.ce)
+            await asyncio.to_thread(action.destination.mkdir, parents=True, exist_ok=True)
+            manifest = await gateway.fetch(action.job_id, wanted.submission(), action.destination)
+            # Hashing every byte is slow work: keep it off the event loop.
+            await asyncio.to_thread(verify_manifest, manifest, action.job_id, action.destination)
+            self._put(action.key, self._journal.record_manifest(action.key, manifest))
+
+        await self._guarded([action.key], "fetch", body())
+
+    async def _forget(self, key: str) -> None:
+        self._journal.forget(key)
+        self._state.remove(key)

@@ -1,0 +1,60 @@
+"""Check a fetched output manifest against the files really present under the destination.
+
+The reconciler records a manifest, and then purges the remote job, only after this check: a destructive fetch must
+not lose outputs because a transfer was cut short or a file was overwritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+from pathlib import Path, PurePosixPath
+
+from intercede.errors import TransferError
+from intercede.model import OutputManifest
+
+__all__ = ["ManifestMismatchError", "verify_manifest"]
+
+_CHUNK = 1 << 20
+
+
+class ManifestMismatchError(TransferError):
+    """A fetched manifest does not match the files under its destination (missing, wrong size or digest, escaping).
+    Temporary: the fetch is repeated."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_manifest(manifest: OutputManifest, job_id: str, destination: Path) -> None:
+    """Raise :class:`ManifestMismatchError` unless ``manifest`` is for ``job_id`` and ``destination`` and every file
+    it lists is a regular file inside ``destination`` with the listed size and sha256. Reads every byte: run it off
+    the event loop."""
+    if manifest.job_id != job_id:
+        raise ManifestMismatchError(f"manifest is for job {manifest.job_id!r}, expected {job_id!r}")
+    root = destination.resolve()
+    if manifest.destination.resolve() != root:
+        raise ManifestMismatchError(f"manifest destination {manifest.destination} is not {destination}")
+    for entry in manifest.files:
+        relative = PurePosixPath(entry.name)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise ManifestMismatchError(f"manifest entry {entry.name!r} is not inside the destination")
+        path = root / relative
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            raise ManifestMismatchError(f"{entry.name!r} is listed but missing under {destination}") from None
+        # A symlink could point outside the destination, or change under us between check and use.
+        if not stat.S_ISREG(info.st_mode):
+            raise ManifestMismatchError(f"{entry.name!r} under {destination} is not a regular file")
+        if not path.resolve().is_relative_to(root):
+            raise ManifestMismatchError(f"{entry.name!r} resolves outside {destination}")
+        if info.st_size != entry.size:
+            raise ManifestMismatchError(f"{entry.name!r} has {info.st_size} bytes, the manifest says {entry.size}")
+        if _sha256(path) != entry.sha256:
+            raise ManifestMismatchError(f"{entry.name!r} does not match its sha256 in the manifest")
