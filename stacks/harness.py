@@ -73,7 +73,7 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 120.0, i
         try:
             if predicate():
                 return
-        except Exception:  # noqa: S110 - the stack is still starting; keep polling until the deadline
+        except Exception:  # noqa: S110, BLE001 - the stack is still starting; keep polling until the deadline
             pass
         time.sleep(interval)
     raise RuntimeError(f"stack not ready after {timeout:.0f} s: {what}")

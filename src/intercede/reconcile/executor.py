@@ -153,7 +153,7 @@ class Executor:
             await body
         except JournalError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - recorded against its keys; unexpected ones become permanent errors
             self._failed(keys, step, exc, permanent=not self._policy.is_temporary(exc))
 
     async def _submit(self, key: str) -> None:

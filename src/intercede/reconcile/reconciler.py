@@ -42,6 +42,8 @@ class KeyRow:
     attempts: int
     last_error: str | None
     permanent_error: str | None
+    collected: bool = False  # outputs fetched, verified and recorded, and the remote job purged
+    outputs: Path | None = None
 
 
 class Reconciler:
@@ -152,7 +154,9 @@ class Reconciler:
         for key in sorted(self._state.desired):
             d, p = self._state.desired[key], self._state.progress[key]
             rows.append(KeyRow(key, d.ce, d.phase, p.state, p.native_state, p.exit_code, p.job_id, p.last_seen,
-                               p.attempts, p.last_error, p.permanent_error))
+                               p.attempts, p.last_error, p.permanent_error,
+                               collected=p.manifest is not None and p.purged,
+                               outputs=p.manifest.destination if p.manifest else None))
         return rows
 
     def close(self) -> None:

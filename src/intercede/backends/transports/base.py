@@ -17,11 +17,11 @@ register under the ``intercede.transports`` entry-point group (see :mod:`interce
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from intercede.errors import CommandError
 
@@ -77,6 +77,11 @@ class Transport(ABC):
     @abstractmethod
     async def get(self, remote: str, local: Path, *, timeout: float | None = None) -> None:
         """Copy the file ``remote`` on the resource to the local path ``local`` (parents must exist)."""
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Self:
+        """Build from configuration options (a TOML table); the default passes them as keyword arguments."""
+        return cls(**options)
 
     async def aclose(self) -> None:
         """Release connections. Idempotent."""

@@ -1,0 +1,214 @@
+"""CEActor: the one owner of a Computing Element's backend. A plain class; :mod:`.wiring` makes it a Ray actor.
+
+It keeps the set of job ids the reconciler tracks on this CE and runs ONE batched status poll per interval for all of
+them (the backend chunks the ids), caching each job's latest status with a change counter so the reconciler pulls only
+what changed (:meth:`changes`). A failed poll marks the CE unreachable and backs off exponentially; it never marks a
+job failed. Every other call (submit, cancel, fetch, ...) is forwarded to the backend under a bounded concurrency,
+and timed. Health and latency figures come from :meth:`health`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import statistics
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel
+
+from intercede.backends.capabilities import (
+    Cancellable,
+    JobBackend,
+    LoadReport,
+    LoadReporter,
+    OutputRetriever,
+    Purgeable,
+    Taggable,
+)
+from intercede.backends.registry import CEConfig, build_backend
+from intercede.errors import UnsupportedError, is_temporary
+from intercede.model import JobSpec, JobStatus, Outcome, OutputManifest, SubmitResult
+
+__all__ = ["CEActor", "CEHealth"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MAX_BACKOFF = 60.0
+
+
+class CEHealth(BaseModel):
+    """A CE's health as its actor sees it."""
+
+    name: str
+    reachable: bool
+    tracked: int
+    polls: int
+    poll_errors: int
+    last_poll_at: float | None
+    last_error: str
+    poll_latency_p50: float | None
+    poll_latency_p95: float | None
+    call_errors: int
+    states: dict[str, int]
+
+
+class CEActor:
+    """Owns one CE's backend; see the module docstring. ``clock`` returns epoch seconds (injectable for tests)."""
+
+    def __init__(self, config: CEConfig, *, concurrency: int = 8, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.backend: JobBackend = build_backend(config)
+        self._clock = clock
+        self._limit = asyncio.Semaphore(concurrency)
+        self._tracked: set[str] = set()
+        self._cache: dict[str, tuple[int, JobStatus]] = {}
+        self._version = 0
+        self._reachable = True
+        self._failures = 0
+        self._polls = 0
+        self._poll_errors = 0
+        self._call_errors = 0
+        self._last_poll_at: float | None = None
+        self._last_error = ""
+        self._latencies: deque[float] = deque(maxlen=500)
+        self._poller: asyncio.Task[None] | None = None
+        # A restarted actor starts counting again: the epoch tells a reader its cursor is stale.
+        self.epoch = secrets.token_hex(4)
+
+    # -- tracking and polling -----------------------------------------------------------------------------------
+
+    async def track(self, job_ids: Sequence[str]) -> None:
+        """Poll these ids from now on (idempotent)."""
+        self._tracked.update(job_ids)
+
+    async def untrack(self, job_ids: Sequence[str]) -> None:
+        """Stop polling these ids and drop their cached status."""
+        for job_id in job_ids:
+            self._tracked.discard(job_id)
+            self._cache.pop(job_id, None)
+
+    async def poll(self) -> bool:
+        """One batched status query for every tracked id; returns whether the CE answered."""
+        ids = sorted(self._tracked)
+        start = time.monotonic()
+        self._polls += 1
+        try:
+            statuses = await self.backend.status(ids) if ids else []
+        except Exception as exc:  # noqa: BLE001 - any failure of the whole poll means "unreachable", never "failed"
+            self._poll_errors += 1
+            self._failures += 1
+            self._reachable = False
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("CE %s: status poll failed (%s); jobs keep their last state", self.config.name,
+                        self._last_error)
+            return False
+        self._latencies.append(time.monotonic() - start)
+        self._reachable, self._failures, self._last_poll_at = True, 0, self._clock()
+        for status in statuses:
+            if status.job_id in self._tracked:
+                self._remember(status)
+        return True
+
+    def _remember(self, status: JobStatus) -> None:
+        old = self._cache.get(status.job_id)
+        if old is not None and _same(old[1], status):
+            return
+        self._version += 1
+        self._cache[status.job_id] = (self._version, status)
+
+    def next_poll_delay(self) -> float:
+        """The interval, doubled per consecutive failure up to a minute."""
+        return min(self.config.poll_interval * 2.0 ** self._failures, MAX_BACKOFF)
+
+    async def start(self) -> None:
+        """Start the poll loop (once: never more than one poller per CE)."""
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
+
+    async def _poll_forever(self) -> None:
+        while True:
+            await self.poll()
+            await asyncio.sleep(self.next_poll_delay())
+
+    async def changes(self, epoch: str, since: int) -> tuple[str, int, list[JobStatus], bool]:
+        """Statuses that changed after counter ``since`` of ``epoch`` (all of them if the epoch is not this actor's):
+        ``(epoch, new counter, statuses, reachable)``."""
+        if epoch != self.epoch:
+            since = 0
+        changed = [s for v, s in self._cache.values() if v > since]
+        return self.epoch, self._version, changed, self._reachable
+
+    # -- forwarded operations ---------------------------------------------------------------------------------
+
+    async def _call(self, what: Callable[[], Awaitable[T]]) -> T:
+        async with self._limit:
+            try:
+                return await what()
+            except Exception as exc:
+                self._call_errors += 1
+                if is_temporary(exc):
+                    self._reachable = False
+                    self._last_error = f"{type(exc).__name__}: {exc}"
+                raise
+
+    async def submit(self, spec: JobSpec) -> SubmitResult:
+        result = await self._call(lambda: self.backend.submit(spec))
+        self._tracked.update(result.job_ids)
+        return result
+
+    async def find_by_tag(self, tags: Sequence[str]) -> dict[str, list[str]]:
+        backend = _require(self.backend, Taggable)
+        return await self._call(lambda: backend.find_by_tag(tags))
+
+    async def cancel(self, job_ids: Sequence[str]) -> list[Outcome]:
+        backend = _require(self.backend, Cancellable)
+        return await self._call(lambda: backend.cancel(job_ids))
+
+    async def fetch(self, job_id: str, spec: JobSpec, destination: Path) -> OutputManifest:
+        backend = _require(self.backend, OutputRetriever)
+        return await self._call(lambda: backend.fetch(job_id, spec, destination))
+
+    async def purge(self, job_ids: Sequence[str]) -> list[Outcome]:
+        backend = _require(self.backend, Purgeable)
+        outcomes = await self._call(lambda: backend.purge(job_ids))
+        await self.untrack([o.job_id for o in outcomes if o.ok])
+        return outcomes
+
+    async def load(self) -> LoadReport:
+        backend = _require(self.backend, LoadReporter)
+        return await self._call(backend.load)
+
+    async def health(self) -> CEHealth:
+        lat = sorted(self._latencies)
+        states: dict[str, int] = {}
+        for _, s in self._cache.values():
+            states[s.state.value] = states.get(s.state.value, 0) + 1
+        return CEHealth(
+            name=self.config.name, reachable=self._reachable, tracked=len(self._tracked), polls=self._polls,
+            poll_errors=self._poll_errors, last_poll_at=self._last_poll_at, last_error=self._last_error,
+            poll_latency_p50=statistics.median(lat) if lat else None,
+            poll_latency_p95=lat[int(0.95 * (len(lat) - 1))] if lat else None,
+            call_errors=self._call_errors, states=states,
+        )
+
+    async def aclose(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+        await self.backend.aclose()
+
+
+def _same(a: JobStatus, b: JobStatus) -> bool:
+    return (a.state, a.native_state, a.exit_code, a.reason) == (b.state, b.native_state, b.exit_code, b.reason)
+
+
+def _require(backend: object, capability: type[T]) -> T:
+    if not isinstance(backend, capability):
+        raise UnsupportedError(f"{backend!r} is not {capability.__name__}")
+    return backend
+
+

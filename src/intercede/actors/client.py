@@ -1,0 +1,130 @@
+"""The facade a WMS or a notebook uses: start or attach to intercede, declare jobs, cancel, collect, query, wait.
+
+::
+
+    ic = Intercede.start(Settings.embedded())          # or Intercede.attach() from a notebook
+    await ic.declare([JobRequest("job-1", "local", JobSpec(executable="/bin/echo", arguments=["hi"]))])
+    await ic.wait(["job-1"])                            # progress bar in terminals and notebooks
+    await ic.collect(["job-1"], Path("outputs"))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from tqdm.auto import tqdm
+
+from intercede.actors.ce import CEHealth
+from intercede.actors.reconciler import ActionRecord, JobRequest, ReconcilerActor, reconciler_name
+from intercede.actors.seam import RaySeam, Seam
+from intercede.actors.settings import Settings
+from intercede.errors import ConnectivityError, IntercedeError, TimeoutError
+
+__all__ = ["Intercede"]
+
+Until = Literal["terminal", "collected"]
+
+
+class Intercede:
+    """A handle on a running ReconcilerActor (through the seam)."""
+
+    def __init__(self, seam: Seam, handle: Any) -> None:
+        self._seam, self._handle = seam, handle
+
+    @classmethod
+    def start(cls, settings: Settings, *, seam: Seam | None = None, fault_plan: Path | None = None,
+              address: str | None = None) -> Intercede:
+        """Start (or join, if already running) the named actors for ``settings`` and their loops."""
+        if seam is None:
+            RaySeam.connect(settings.namespace, address)
+            seam = RaySeam(settings.namespace)
+        handle = seam.start(ReconcilerActor, reconciler_name(), settings, fault_plan=fault_plan)
+        seam.spawn(handle, "run_forever")
+        return cls(seam, handle)
+
+    @classmethod
+    def attach(cls, namespace: str = "intercede", address: str | None = "auto") -> Intercede:
+        """Attach to a running intercede; :class:`ConnectivityError` saying what to do if there is none."""
+        try:
+            RaySeam.connect(namespace, address)
+        except ConnectionError as exc:
+            raise ConnectivityError("no Ray cluster is running here; start intercede with `intercede run` "
+                                    "(or pass the cluster's address)") from exc
+        seam = RaySeam(namespace)
+        handle = seam.find(reconciler_name())
+        if handle is None:
+            raise ConnectivityError(f"no intercede is running in Ray namespace {namespace!r}; "
+                                    "start one with `intercede run`")
+        return cls(seam, handle)
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        return await self._seam.call(self._handle, method, *args)
+
+    async def declare(self, jobs: Sequence[JobRequest], *, batch: int = 500, progress: bool = True) -> None:
+        """Declare jobs in batches, with a progress bar."""
+        with tqdm(total=len(jobs), desc="declare", unit="job", disable=not progress) as bar:
+            for i in range(0, len(jobs), batch):
+                await self._call("declare", list(jobs[i:i + batch]))
+                bar.update(len(jobs[i:i + batch]))
+
+    async def cancel(self, keys: Sequence[str]) -> None:
+        await self._call("cancel", list(keys))
+
+    async def collect(self, keys: Sequence[str], destination: Path) -> None:
+        """Ask for each key's outputs under ``destination/<key>``; :meth:`wait` with ``until="collected"``."""
+        await self._call("collect", list(keys), destination.absolute())  # noqa: ASYNC240 - no I/O
+
+    async def forget(self, keys: Sequence[str]) -> None:
+        await self._call("forget", list(keys))
+
+    async def rows(self) -> list[dict[str, Any]]:
+        """One dict per key: key, ce, phase, state, native_state, exit_code, job_id, attempts, errors, collected."""
+        rows: list[dict[str, Any]] = await self._call("rows")
+        return rows
+
+    async def ce_health(self) -> list[CEHealth]:
+        health: list[CEHealth] = await self._call("ce_health")
+        return health
+
+    async def recent_actions(self, limit: int = 200) -> list[ActionRecord]:
+        actions: list[ActionRecord] = await self._call("recent_actions", limit)
+        return actions
+
+    async def stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = await self._call("stats")
+        return stats
+
+    async def wait(self, keys: Sequence[str], *, until: Until = "terminal", timeout: float = 3600.0,
+                   interval: float = 0.5, progress: bool = True) -> list[dict[str, Any]]:
+        """Wait until every key is terminal (or collected); keys with a permanent error count as settled.
+
+        Raises :class:`TimeoutError` listing the unsettled keys after ``timeout`` seconds.
+        """
+        wanted = set(keys)
+        deadline = time.monotonic() + timeout
+        with tqdm(total=len(wanted), desc=f"wait ({until})", unit="job", disable=not progress) as bar:
+            while True:
+                rows = [r for r in await self.rows() if r["key"] in wanted]
+                unknown = wanted - {r["key"] for r in rows}
+                if unknown:
+                    raise IntercedeError(f"never declared: {sorted(unknown)[:10]}")
+                settled = [r for r in rows if _settled(r, until)]
+                bar.update(len(settled) - bar.n)
+                if len(settled) == len(rows):
+                    return rows
+                if time.monotonic() > deadline:
+                    pending = sorted(r["key"] for r in rows if not _settled(r, until))
+                    raise TimeoutError(f"{len(pending)} jobs not {until} after {timeout:.0f} s: {pending[:10]}")
+                await asyncio.sleep(interval)
+
+
+def _settled(row: dict[str, Any], until: Until) -> bool:
+    if row["permanent_error"]:
+        return True
+    if until == "collected":
+        return bool(row["collected"])
+    return row["state"] in ("Done", "Failed", "Aborted") or (row["phase"] == "cancelled" and row["job_id"] is None)

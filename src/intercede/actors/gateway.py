@@ -1,0 +1,34 @@
+"""The reconciler's view of a CE actor: :class:`~intercede.reconcile.gateway.CEGateway` calls sent through the seam."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+from intercede.actors.seam import Seam
+from intercede.model import JobSpec, Outcome, OutputManifest, SubmitResult
+
+__all__ = ["ActorGateway"]
+
+
+class ActorGateway:
+    """Forwards every gateway call to the CE actor ``handle``."""
+
+    def __init__(self, seam: Seam, handle: Any) -> None:
+        self._seam, self._handle = seam, handle
+
+    async def submit(self, spec: JobSpec) -> SubmitResult:
+        return cast(SubmitResult, await self._seam.call(self._handle, "submit", spec))
+
+    async def find_by_tag(self, tags: Sequence[str]) -> dict[str, list[str]]:
+        return cast(dict[str, list[str]], await self._seam.call(self._handle, "find_by_tag", list(tags)))
+
+    async def cancel(self, job_ids: Sequence[str]) -> list[Outcome]:
+        return cast(list[Outcome], await self._seam.call(self._handle, "cancel", list(job_ids)))
+
+    async def fetch(self, job_id: str, spec: JobSpec, destination: Path) -> OutputManifest:
+        return cast(OutputManifest, await self._seam.call(self._handle, "fetch", job_id, spec, destination))
+
+    async def purge(self, job_ids: Sequence[str]) -> list[Outcome]:
+        return cast(list[Outcome], await self._seam.call(self._handle, "purge", list(job_ids)))
