@@ -1,0 +1,100 @@
+"""The actors' logic without a cluster (LocalSeam), over a real LocalTransport + Direct CE."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from intercede.actors.ce import CEActor
+from intercede.actors.client import Intercede
+from intercede.actors.reconciler import JobRequest, ReconcilerActor, ce_actor_name, reconciler_name
+from intercede.actors.seam import LocalSeam
+from intercede.actors.settings import Settings, load_settings
+from intercede.backends.registry import CEConfig
+from intercede.errors import InvalidSpecError
+from intercede.model import JobSpec, OutputFile
+
+pytestmark = pytest.mark.actors
+
+
+def _spec(script: str, **kw: object) -> JobSpec:
+    return JobSpec(executable="/bin/sh", arguments=["-c", script], **kw)  # type: ignore[arg-type]
+
+
+async def test_declared_jobs_run_and_are_collected_and_purged(tmp_path: Path) -> None:
+    seam = LocalSeam()
+    ic = Intercede.start(Settings.embedded(tmp_path), seam=seam)
+    jobs = [JobRequest("ok-1", "local", _spec("echo 1 > r.txt", output_files=[OutputFile(name="r.txt")])),
+            JobRequest("bad-1", "local", _spec("exit 9"))]
+    await ic.declare(jobs, progress=False)
+    rows = await ic.wait(["ok-1", "bad-1"], timeout=60, progress=False)
+    assert {r["key"]: (r["state"], r["exit_code"]) for r in rows} == {"ok-1": ("Done", 0), "bad-1": ("Failed", 9)}
+    await ic.collect(["ok-1", "bad-1"], tmp_path / "out")
+    rows = await ic.wait(["ok-1", "bad-1"], until="collected", timeout=60, progress=False)
+    assert all(r["collected"] for r in rows)
+    assert (tmp_path / "out/ok-1/r.txt").read_text() == "1\n"
+    assert list((tmp_path / "jobs").iterdir()) == []  # purged at the resource
+
+
+async def test_redeclaring_a_key_with_another_spec_is_refused(tmp_path: Path) -> None:
+    actor = ReconcilerActor(Settings.embedded(tmp_path), seam=LocalSeam())
+    await actor.declare([JobRequest("k", "local", _spec("true"))])
+    await actor.declare([JobRequest("k", "local", _spec("true"))])  # same spec: idempotent
+    with pytest.raises(InvalidSpecError, match="k"):
+        await actor.declare([JobRequest("k", "local", _spec("false"))])
+
+
+async def test_a_restarted_reconciler_resumes_from_its_journal_without_resubmitting(tmp_path: Path) -> None:
+    settings = Settings.embedded(tmp_path)
+    seam = LocalSeam()
+    first = ReconcilerActor(settings, seam=seam)
+    await first.declare([JobRequest("once", "local", _spec("sleep 2"))])
+    await first.step()
+    job_id = (await first.rows())[0]["job_id"]
+    assert job_id
+    first.reconciler.close()
+    second = ReconcilerActor(settings, seam=seam)  # same CE actor, new reconciler over the same journal
+    ce = seam.find(ce_actor_name("local"))
+    for _ in range(100):
+        await ce.poll()
+        await second.step()
+        (row,) = await second.rows()
+        if row["state"] == "Done":
+            break
+        await asyncio.sleep(0.1)
+    assert (row["job_id"], row["state"]) == (job_id, "Done")
+    assert (await ce.find_by_tag(["once"]))["once"] == [job_id]
+
+
+async def test_an_unreachable_ce_marks_itself_so_and_fails_no_job(tmp_path: Path) -> None:
+    config = CEConfig(name="gone", scheduler="direct", root="/nonexistent/jobs", transport="ssh",
+                      transport_options={"endpoint": {"host": "127.0.0.1", "port": 1, "username": "nobody",
+                                                      "client_keys": [str(tmp_path / "k")],
+                                                      "known_hosts": str(tmp_path / "kh")}})
+    ce = CEActor(config)
+    await ce.track(["1@0123456789abcdef"])
+    assert await ce.poll() is False
+    health = await ce.health()
+    assert not health.reachable and health.poll_errors == 1 and health.last_error
+    _, _, statuses, reachable = await ce.changes("", 0)
+    assert statuses == [] and reachable is False  # no status invented, nothing failed
+    assert ce.next_poll_delay() == 2 * config.poll_interval
+
+
+def test_a_config_with_an_unknown_transport_or_bad_field_is_refused_clearly(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[ce]]\nname = "x"\nscheduler = "pbs"\nroot = "/tmp"\n')
+    with pytest.raises(InvalidSpecError, match="scheduler"):
+        load_settings(bad)
+    bad.write_text('[[ce]]\nname = "x"\nscheduler = "direct"\nroot = "/tmp"\ntransport = "carrier-pigeon"\n')
+    with pytest.raises(InvalidSpecError, match="carrier-pigeon"):
+        CEActor(load_settings(bad).ce[0])
+    with pytest.raises(InvalidSpecError, match="cannot read"):
+        load_settings(tmp_path / "missing.toml")
+
+
+def test_actor_names_are_stable_so_notebooks_can_attach() -> None:
+    assert reconciler_name() == "intercede-reconciler"
+    assert ce_actor_name("cern-slurm") == "intercede-ce-cern-slurm"
