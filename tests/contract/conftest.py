@@ -12,6 +12,8 @@ from intercede.backends.batch import BatchBackend
 from intercede.backends.capabilities import JobBackend
 from intercede.backends.schedulers.direct import DirectScheduler
 from intercede.backends.transports.local import LocalTransport
+from intercede.backends.transports.ssh import SSHTransport
+from stacks.ssh_stack import SSHStack, start_sshd
 from tests.contract.cases import Case
 
 
@@ -19,9 +21,21 @@ def _local_direct(root: Path) -> JobBackend:
     return BatchBackend(LocalTransport(), DirectScheduler(str(root)), str(root), name="direct-local")
 
 
+def _ssh_direct(stack: SSHStack) -> JobBackend:
+    root = "/home/tester/jobs"
+    return BatchBackend(SSHTransport(stack.endpoint()), DirectScheduler(root), root, name="direct-ssh")
+
+
 CASES = [
     Case("direct-Local", (pytest.mark.direct,), "local_root", _local_direct),
+    Case("direct-SSH", (pytest.mark.direct,), "sshd_stack", _ssh_direct),
 ]
+
+
+@pytest.fixture(scope="session")
+def sshd_stack() -> Iterator[SSHStack]:
+    with start_sshd() as stack:
+        yield stack
 
 
 @pytest.fixture(scope="session")
