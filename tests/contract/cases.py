@@ -6,7 +6,7 @@ A :class:`Case` knows how to build its backend inside a running stack and carrie
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +27,9 @@ class Case:
     #: a spec this resource must refuse at submit, with a word the reason must contain
     refused: tuple[JobSpec, str] = field(
         default=(JobSpec(executable="true", container="docker://nope"), "container"))
-    #: whether the resource keeps a queue a finished job leaves (then history must still report it)
-    has_queue: bool = False
+    #: for resources with a queue a finished job leaves: waits (given the stack and the job id) until it has left,
+    #: so the test can check that history still reports it
+    left_queue: Callable[[Any, str], Awaitable[None]] | None = None
 
 
 def slurm_refused() -> tuple[JobSpec, str]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,10 +13,13 @@ import pytest
 from intercede.backends.batch import BatchBackend
 from intercede.backends.capabilities import JobBackend
 from intercede.backends.schedulers.direct import DirectScheduler
+from intercede.backends.schedulers.slurm import SlurmScheduler
 from intercede.backends.transports.local import LocalTransport
-from intercede.backends.transports.ssh import SSHTransport
+from intercede.backends.transports.ssh import SSHEndpoint, SSHTransport
+from stacks.slurm_stack import SLURM_VERSIONS, SlurmStack
+from stacks.slurm_stack import start as start_slurm
 from stacks.ssh_stack import SSHStack, start_sshd
-from tests.contract.cases import Case
+from tests.contract.cases import Case, slurm_refused
 
 
 def _local_direct(root: Path) -> JobBackend:
@@ -26,10 +31,55 @@ def _ssh_direct(stack: SSHStack) -> JobBackend:
     return BatchBackend(SSHTransport(stack.endpoint()), DirectScheduler(root), root, name="direct-ssh")
 
 
+def _slurm(version: str) -> Callable[[SlurmStacks], JobBackend]:
+    def build(stacks: SlurmStacks) -> JobBackend:
+        stack = stacks.get(version)
+        endpoint = SSHEndpoint(host=stack.host, port=stack.port, username=stack.username,
+                               client_keys=[stack.client_key], known_hosts=stack.known_hosts)
+        root = "/home/tester/jobs"
+        return BatchBackend(SSHTransport(endpoint), SlurmScheduler(), root, name=f"slurm-{version}")
+    return build
+
+
+async def _left_slurm_queue(version: str, stacks: SlurmStacks, job_id: str) -> None:
+    native = job_id.split("@")[0]
+    for _ in range(120):
+        out = stacks.get(version).exec(["squeue", "--noheader", "--states=all", f"--jobs={native},0"]).stdout
+        if not out.strip():
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"job {native} never left the Slurm queue")
+
+
+class SlurmStacks:
+    """Slurm stacks started on first use, one per version, stopped at the end of the session."""
+
+    def __init__(self) -> None:
+        self._stacks: dict[str, SlurmStack] = {}
+
+    def get(self, version: str) -> SlurmStack:
+        if version not in self._stacks:
+            self._stacks[version] = start_slurm(version)
+        return self._stacks[version]
+
+    def stop(self) -> None:
+        for stack in self._stacks.values():
+            stack.stop()
+
+
 CASES = [
     Case("direct-Local", (pytest.mark.direct,), "local_root", _local_direct),
     Case("direct-SSH", (pytest.mark.direct,), "sshd_stack", _ssh_direct),
+    *(Case(f"slurm-{v}", (pytest.mark.slurm,), "slurm_stacks", _slurm(v), refused=slurm_refused(),
+           left_queue=functools.partial(_left_slurm_queue, v)) for v in SLURM_VERSIONS),
 ]
+
+
+@pytest.fixture(scope="session")
+def slurm_stacks() -> Iterator[SlurmStacks]:
+    stacks = SlurmStacks()
+    yield stacks
+    stacks.stop()
 
 
 @pytest.fixture(scope="session")

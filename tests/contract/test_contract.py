@@ -161,11 +161,12 @@ async def test_a_batch_mixing_known_and_unknown_ids_answers_per_id(backend: JobB
         assert not outcomes[0].ok and not outcomes[2].ok and outcomes[0].detail and outcomes[2].detail
 
 
-async def test_a_job_that_left_the_queue_is_still_reported(backend: JobBackend, case: Case) -> None:
+async def test_a_job_that_left_the_queue_is_still_reported(backend: JobBackend, case: Case,
+                                                            request: pytest.FixtureRequest) -> None:
     result = await backend.submit(JobSpec(executable="/bin/sh", arguments=["-c", "exit 3"]))
     (first,) = await until_terminal(backend, result.job_ids)
-    if case.has_queue:
-        await case.evict(result.job_ids[0])  # type: ignore[attr-defined]
+    if case.left_queue is not None:
+        await case.left_queue(request.getfixturevalue(case.stack) if case.stack else None, result.job_ids[0])
     (again,) = await backend.status(result.job_ids)
     assert (again.state, again.exit_code) == (first.state, first.exit_code) == (JobState.FAILED, 3)
 

@@ -1,0 +1,304 @@
+"""SlurmScheduler: Slurm's dialect as pure argv builders and output parsers (no I/O).
+
+Every command pins its output format (``squeue --format``, ``sacct --parsable2 --format``), so parsers never read
+free text except scancel's per-id error lines and sbatch's refusal message. Verified against Slurm 22.05.8, 24.11.5
+and 26.05.5 (recorded outputs and their tests: ``tests/data/slurm/<version>/``, ``tests/unit/test_slurm_scheduler.py``).
+
+Quirks this module absorbs (all three versions unless a version is named):
+
+* ``squeue --jobs=<one id>`` for an id the controller does not know (never existed, or purged after ``MinJobAge``)
+  exits 1 with ``slurm_load_jobs error: Invalid job id specified``; with two or more ids, unknown ones are silently
+  left out (exit 0). Both mean "not in the queue".
+* ``squeue --jobs=`` (empty) lists every job and ``sacct --jobs=0`` lists every job: the builders never emit them
+  (ids must be positive integers; an empty list raises :class:`~intercede.errors.InvalidSpecError`).
+* ``scancel`` exits 0 and prints nothing for ids that are unknown or already finished; ``--verbose`` makes it print
+  ``Kill job error on job id <id>: <why>`` for them (still exit 0). It exits non-zero when some error is not one of
+  those two (``Access/permission denied``; ``Unable to contact slurm controller`` for every id when slurmctld is down).
+* ``sacct --name`` matches case-insensitively (the database's collation): names are filtered exactly here.
+* ``sacct`` prints ``CANCELLED by <uid>`` (ExitCode ``0:0``) for a cancelled job; once slurmctld re-sends its job
+  records (24.11, 26.05: on ``scontrol reconfigure``; all three: on a slurmctld restart) it prints ``CANCELLED`` and
+  the batch step's signal (``0:15``) instead. Both map to ABORTED; only the reason and exit code differ.
+* A submission refused for its resources still uses a job id, and that job shows up in ``squeue``/``sacct`` as FAILED
+  (reason ``BadConstraints``) under the job's name, so a tag lookup after a refused submit finds a FAILED job. Too much
+  memory is refused this way by all three; too many CPUs only by 24.11 (22.05 and 26.05 accept the job and leave it
+  PENDING with reason ``PartitionConfig``).
+* A job whose working directory does not exist ends FAILED with ExitCode ``0:53``: reason ``JobLaunchFailure`` in
+  22.05, ``RaisedSignal:53(Real-time signal 19)`` in 24.11 and 26.05.
+* While slurmctld is down every client command retries for ~10 s, then squeue/sbatch/sinfo exit 1 and scancel exits
+  8, each with ``Unable to contact slurm controller (connect failure)``; sacct still answers (slurmdbd).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+from intercede.backends.capabilities import LoadReport
+from intercede.backends.schedulers.base import BatchJob, NativeStatus, SubmitRequest
+from intercede.backends.transports.base import CommandResult
+from intercede.errors import CommandError, InvalidSpecError
+from intercede.model import JobState
+
+__all__ = ["STATES", "SlurmScheduler"]
+
+#: Slurm's long state names (squeue ``%T``, sacct ``State``) -> intercede's. Anything else maps to UNKNOWN.
+#: Provoked on all three versions: PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, DEADLINE.
+STATES: dict[str, JobState] = {
+    "PENDING": JobState.WAITING,
+    "CONFIGURING": JobState.WAITING,
+    "SUSPENDED": JobState.WAITING,
+    "REQUEUED": JobState.WAITING,
+    "REQUEUE_FED": JobState.WAITING,
+    "REQUEUE_HOLD": JobState.WAITING,
+    "RESV_DEL_HOLD": JobState.WAITING,
+    "SPECIAL_EXIT": JobState.WAITING,  # requeued and held by an epilog's exit value; releasable, so not final
+    "RUNNING": JobState.RUNNING,
+    "COMPLETING": JobState.RUNNING,
+    "SIGNALING": JobState.RUNNING,
+    "STAGE_OUT": JobState.RUNNING,
+    "RESIZING": JobState.RUNNING,
+    "STOPPED": JobState.RUNNING,
+    "COMPLETED": JobState.DONE,
+    "FAILED": JobState.FAILED,
+    "TIMEOUT": JobState.FAILED,
+    "NODE_FAIL": JobState.FAILED,
+    "OUT_OF_MEMORY": JobState.FAILED,
+    "BOOT_FAIL": JobState.FAILED,
+    "DEADLINE": JobState.FAILED,
+    "CANCELLED": JobState.ABORTED,
+    "PREEMPTED": JobState.ABORTED,
+    "REVOKED": JobState.ABORTED,  # a federated sibling revoked because another cluster runs the job
+}
+
+_SQUEUE_STATUS = "%i|%T|%r"  # id, long state, reason
+_SQUEUE_FIND = "%i|%j|%Z"  # id, name, working directory (last: it may contain '|')
+_SACCT_HISTORY = "JobID,State,ExitCode,Reason"
+_SACCT_FIND = "JobID,JobName,WorkDir"
+# sinfo's %C is allocated/idle/other/total CPUs over the (partition's) nodes, each node counted once;
+# then one long state per job of ours. "$1" is the optional partition, passed as an argument, never spliced in.
+_LOAD_SCRIPT = (
+    'sinfo --noheader --format=%C ${1:+"--partition=$1"} && '
+    'squeue --noheader --me --format=%T ${1:+"--partition=$1"}'
+)
+_JOB_ID = re.compile(r"[1-9][0-9]*\Z")  # what intercede submits and asks about: plain job ids
+_ANY_JOB_ID = re.compile(r"[0-9]+([_+][0-9\[\]%,-]*)?\Z")  # what Slurm may print: array (12_3) and het (12+0) too
+_SEARCHABLE_TAG = re.compile(r"[^\s,|]+\Z")  # --name takes a comma list; output fields are '|'-separated
+_CANCEL_ERROR = re.compile(r"Kill job error on job id (\S+): (.*)$")
+_NO_CONTROLLER = "Unable to contact slurm controller"
+
+
+def _fail(result: CommandResult, why: str) -> CommandError:
+    err = result.stderr.decode("utf-8", "replace").strip()
+    program = result.argv[0] if result.argv else "command"
+    message = f"{program} (exit {result.exit_status}): {why}" + (f": {err[-2000:]}" if err else "")
+    return CommandError(message, argv=list(result.argv), exit_status=result.exit_status, stderr=err)
+
+
+def _ids(jobs: Sequence[BatchJob]) -> list[str]:
+    """The ids to put on a command line: positive integers only, so no id can widen a query to every job."""
+    ids = [j.native_id for j in jobs if _JOB_ID.match(j.native_id)]
+    if not ids:
+        raise InvalidSpecError(f"no Slurm job id among {[j.native_id for j in jobs]!r}")
+    return ids
+
+
+def _lines(result: CommandResult) -> list[str]:
+    return [line for line in result.text.splitlines() if line.strip()]
+
+
+def _exit_code(text: str) -> int | None:
+    """sacct's ``<exit>:<signal>``: the exit status, or 128 + the signal that killed the job (the shell's way)."""
+    code, sep, signal = text.strip().partition(":")
+    if not (sep and code.isdigit() and signal.isdigit()):
+        return None
+    return 128 + int(signal) if int(signal) else int(code)
+
+
+def _status(state: str, reason: str, exit_code: int | None = None) -> NativeStatus:
+    word, _, by = state.strip().partition(" ")  # sacct: "CANCELLED by 2000"
+    reason = "" if reason.strip() in ("None", "(null)") else reason.strip()
+    if by.startswith("by ") and not reason:
+        reason = f"cancelled by uid {by[3:]}"
+    if word == "COMPLETED" and exit_code is None:
+        exit_code = 0  # Slurm's COMPLETED means every process exited 0
+    return NativeStatus(STATES.get(word, JobState.UNKNOWN), word, exit_code, reason)
+
+
+def _split(result: CommandResult, line: str, fields: int) -> list[str]:
+    parts = line.split("|", fields - 1)
+    if len(parts) != fields or not _ANY_JOB_ID.match(parts[0].strip()):
+        raise _fail(result, f"unexpected output line {line[:200]!r}")
+    return [p.strip() for p in parts]
+
+
+class SlurmScheduler:
+    """Slurm, driven through sbatch, squeue, sacct, scancel and sinfo (all pure; see the module docstring).
+
+    ``job_name`` names jobs submitted without a tag; ``partition`` restricts :meth:`load_argv` to one partition;
+    ``find_window_days`` is how far back :meth:`find_argvs` searches accounting for tagged jobs.
+    """
+
+    name = "slurm"
+
+    def __init__(self, *, job_name: str = "intercede", partition: str | None = None,
+                 find_window_days: int = 7) -> None:
+        self.job_name = job_name
+        self.partition = partition
+        self.find_window_days = find_window_days
+
+    # -- submit -----------------------------------------------------------------------------------------------------
+    def submit_argv(self, request: SubmitRequest) -> list[str]:
+        """``sbatch --parsable`` with the tag as job name, the resources mapped, native options verbatim, the script.
+
+        Mapping: cores -> ``--cpus-per-task``, memory_mb -> ``--mem=<n>M``, wall_time -> ``--time=<minutes>``
+        (rounded up), gpus -> ``--gres=gpu:<n>``, nodes -> ``--nodes``, queue -> ``--partition``, account ->
+        ``--account``. Slurm's own stdout/stderr go to ``.slurm.out``/``.slurm.err`` in the working directory.
+        """
+        res = request.resources
+        argv = [
+            "sbatch", "--parsable",
+            f"--job-name={request.tag or self.job_name}",
+            f"--chdir={request.workdir}",
+            f"--output={_filename(request.workdir)}/.slurm.out",
+            f"--error={_filename(request.workdir)}/.slurm.err",
+            f"--nodes={res.nodes}",
+            f"--cpus-per-task={res.cores}",
+        ]
+        if res.memory_mb is not None:
+            argv.append(f"--mem={res.memory_mb}M")
+        if res.wall_time is not None:
+            argv.append(f"--time={math.ceil(res.wall_time.total_seconds() / 60)}")
+        if res.gpus:
+            argv.append(f"--gres=gpu:{res.gpus}")
+        if res.queue:  # empty means the default partition / account
+            argv.append(f"--partition={res.queue}")
+        if res.account:
+            argv.append(f"--account={res.account}")
+        return [*argv, *res.native, request.script]
+
+    def parse_submit(self, result: CommandResult) -> str:
+        """The job id from ``<id>`` or ``<id>;<cluster>``; a refusal raises CommandError with sbatch's reason."""
+        if not result.ok:
+            raise _fail(result, "submission refused")
+        lines = _lines(result)
+        job_id = lines[-1].split(";", 1)[0].strip() if lines else ""
+        if not _JOB_ID.match(job_id):
+            raise _fail(result, f"no job id in the output {result.text[:200]!r}")
+        return job_id
+
+    # -- status and history -------------------------------------------------------------------------------------------
+    def status_argv(self, jobs: Sequence[BatchJob]) -> list[str]:
+        """One ``squeue`` for every id, finished ones included (``--states=all``) while Slurm still keeps them."""
+        return ["squeue", "--noheader", "--states=all", f"--jobs={','.join(_ids(jobs))}",
+                f"--format={_SQUEUE_STATUS}"]
+
+    def parse_status(self, result: CommandResult, jobs: Sequence[BatchJob]) -> dict[str, NativeStatus]:
+        """Id -> status for the ids the queue knows. squeue gives no exit code (None, or 0 for COMPLETED).
+
+        The single-unknown-id refusal ("Invalid job id specified") is an empty answer; any other failure, and any line
+        not in the pinned format, raises CommandError (a garbled answer never becomes a state)."""
+        if not result.ok:
+            if "Invalid job id specified" in result.stderr.decode("utf-8", "replace") and not result.text.strip():
+                return {}
+            raise _fail(result, "queue query failed")
+        wanted = {j.native_id for j in jobs}
+        found: dict[str, NativeStatus] = {}
+        for line in _lines(result):
+            job_id, state, reason = _split(result, line, 3)
+            if job_id in wanted:
+                found[job_id] = _status(state, reason)
+        return found
+
+    def history_argv(self, jobs: Sequence[BatchJob]) -> list[str] | None:
+        """One ``sacct`` over the job allocations (not their steps); with ``--jobs`` it searches all time."""
+        return ["sacct", "--noheader", "--parsable2", "--allocations", f"--jobs={','.join(_ids(jobs))}",
+                f"--format={_SACCT_HISTORY}"]
+
+    def parse_history(self, result: CommandResult, jobs: Sequence[BatchJob]) -> dict[str, NativeStatus]:
+        """Id -> status from accounting. ExitCode ``N:S`` becomes N, or 128+S when a signal S ended the job."""
+        if not result.ok:
+            raise _fail(result, "accounting query failed")
+        wanted = {j.native_id for j in jobs}
+        found: dict[str, NativeStatus] = {}
+        for line in _lines(result):
+            job_id, state, exit_code, reason = _split(result, line, 4)
+            if job_id in wanted:
+                found[job_id] = _status(state, reason, _exit_code(exit_code))
+        return found
+
+    # -- cancel -------------------------------------------------------------------------------------------------------
+    def cancel_argv(self, jobs: Sequence[BatchJob]) -> list[str]:
+        """``scancel --verbose`` (without it, unknown and finished ids are silently ignored)."""
+        return ["scancel", "--verbose", *_ids(jobs)]
+
+    def parse_cancel(self, result: CommandResult, jobs: Sequence[BatchJob]) -> dict[str, str]:
+        """Id -> why it was not cancelled (unknown, already finished, not ours, not a Slurm id).
+
+        Raises CommandError when the command failed as a whole: a non-zero exit with no per-id error, or every id
+        failing because slurmctld could not be reached."""
+        errors = {j.native_id: "not a Slurm job id" for j in jobs if not _JOB_ID.match(j.native_id)}
+        wanted = {j.native_id for j in jobs} - errors.keys()
+        per_id: dict[str, str] = {}
+        for line in result.stderr.decode("utf-8", "replace").splitlines():
+            match = _CANCEL_ERROR.search(line.strip())
+            if match and match[1] in wanted:
+                per_id[match[1]] = match[2].strip()
+        if not result.ok and (
+            not per_id or (per_id.keys() == wanted and all(_NO_CONTROLLER in e for e in per_id.values()))
+        ):
+            raise _fail(result, "cancel failed")
+        return errors | per_id
+
+    # -- find by tag --------------------------------------------------------------------------------------------------
+    def find_argvs(self, tags: Sequence[str]) -> list[list[str]]:
+        """Our jobs named after any tag: ``squeue --me`` (the queue) then ``sacct`` over ``find_window_days``."""
+        if not tags:
+            return []
+        for tag in tags:
+            if not _SEARCHABLE_TAG.match(tag):
+                raise InvalidSpecError(f"tag {tag!r} cannot be searched as a Slurm job name")
+        names = ",".join(tags)
+        return [
+            ["squeue", "--noheader", "--states=all", "--me", f"--name={names}", f"--format={_SQUEUE_FIND}"],
+            ["sacct", "--noheader", "--parsable2", "--allocations", f"--name={names}",
+             f"--starttime=now-{self.find_window_days}days", f"--format={_SACCT_FIND}"],
+        ]
+
+    def parse_find(self, results: Sequence[CommandResult], tags: Sequence[str]) -> dict[str, list[BatchJob]]:
+        """Tag -> jobs with exactly that name (queue first; accounting adds jobs that left the queue).
+
+        A job accounting knows only by id and name (its WorkDir not yet recorded) is still listed, with workdir ""."""
+        found: dict[str, dict[str, BatchJob]] = {tag: {} for tag in tags}
+        for result in results:
+            if not result.ok:
+                raise _fail(result, "tag lookup failed")
+            for line in _lines(result):
+                job_id, name, workdir = _split(result, line, 3)
+                known = found.get(name)  # exact: sacct's --name is case-insensitive
+                if known is not None and not (job_id in known and known[job_id].workdir):
+                    known[job_id] = BatchJob(job_id, workdir)
+        return {tag: list(jobs.values()) for tag, jobs in found.items()}
+
+    # -- load ---------------------------------------------------------------------------------------------------------
+    def load_argv(self) -> list[str] | None:
+        """One ``sh -c`` of sinfo (cores) and squeue (our jobs' states), the partition passed as ``$1``."""
+        return ["sh", "-c", _LOAD_SCRIPT, "sh", *([self.partition] if self.partition else [])]
+
+    def parse_load(self, result: CommandResult) -> LoadReport:
+        """Total and idle cores of the nodes; running and queued counts of our own jobs."""
+        if not result.ok:
+            raise _fail(result, "load query failed")
+        lines = _lines(result)
+        cpus = lines[0].strip().split("/") if lines else []
+        if len(cpus) != 4 or not all(c.isdigit() for c in cpus):
+            raise _fail(result, f"no CPU counts (no such partition?) in {result.text[:200]!r}")
+        states = [STATES.get(line.strip(), JobState.UNKNOWN) for line in lines[1:]]
+        return LoadReport(total_cores=int(cpus[3]), free_cores=int(cpus[1]),
+                          running=states.count(JobState.RUNNING), queued=states.count(JobState.WAITING))
+
+
+def _filename(path: str) -> str:
+    """``path`` safe inside sbatch's --output/--error patterns: '%' is a pattern character, '%%' a literal '%'
+    (a path holding a backslash turns patterns off altogether, so it is left as is)."""
+    return path if "\\" in path else path.replace("%", "%%")
