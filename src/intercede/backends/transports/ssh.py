@@ -233,7 +233,14 @@ class SSHTransport(Transport):
         while True:
             conn = await self._connection(stale)
             try:
-                return await open_(conn)
+                async with asyncio.timeout(self.connect_timeout):
+                    return await open_(conn)
+            except asyncio.TimeoutError as exc:  # builtins.TimeoutError, an OSError: before OSError
+                # The server stopped answering (frozen, overloaded, a dead link the keepalive has not caught yet).
+                # Abort the connection so the next call reconnects, and fail this one now rather than hang.
+                conn.abort()
+                raise ConnectivityError(f"{self.name}: the server did not answer within the "
+                                        f"{self.connect_timeout} s connect timeout") from exc
             except (asyncssh.Error, OSError) as exc:
                 if conn.is_closed() or not isinstance(exc, asyncssh.ChannelOpenError):
                     if stale is not None:
