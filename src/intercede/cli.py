@@ -2,42 +2,153 @@
 
 ``intercede run`` starts intercede (the embedded default: local Ray, a local CE, the SQLite journal under
 ``./intercede-data``; or the CEs of ``--config``), declares the sample jobs, shows progress, cancels the ones meant to
-be cancelled, collects every output and prints a final table. ``--serve`` keeps the service running afterwards.
+be cancelled, collects every output and prints a final table. ``--serve`` keeps the service running afterwards;
+``--jobs 0`` declares nothing (service only). It prints the Ray address the other commands attach to.
 
-User errors (a bad config, nothing to attach to) print one clear line and exit 2; never a traceback.
+``intercede status`` / ``cancel KEY...`` / ``collect KEY... --to DIR`` attach to a running intercede (its named actors
+in a Ray cluster: ``--address``, default auto). ``intercede ce check NAME --config FILE`` checks one CE directly
+(connectivity, authentication, a tiny test job), without Ray.
+
+Exit status: 0 success; 1 a CE failed its check, or the sample jobs did not end as expected; 2 a user error (a bad
+config, nothing to attach to, an unknown key), printed as one clear message with what to do, never a traceback;
+130 interrupted. ``INTERCEDE_DEBUG=1`` adds the traceback to an unexpected error.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import secrets
+import signal
 import sys
+import time
+import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from intercede.actors.client import Intercede
-from intercede.actors.reconciler import JobRequest
+from pydantic import ValidationError
+
 from intercede.actors.settings import Settings, load_settings
+from intercede.backends.registry import build_backend
 from intercede.demo import sample_jobs
-from intercede.errors import IntercedeError
+from intercede.diagnostics import text
+from intercede.diagnostics.cecheck import Step, check_ce, credential_files
+from intercede.errors import IntercedeError, InvalidSpecError
+
+if TYPE_CHECKING:
+    from intercede.actors.client import Intercede
+
+# The modules that import Ray are imported by the commands that use it: `ce check` and a bad config answer at once.
 
 __all__ = ["main"]
+
+DEFAULT_NAMESPACE = "intercede"
+
+
+class UsageError(IntercedeError):
+    """A command-line mistake: the message says what is wrong and what to do."""
+
+
+# -- configuration -------------------------------------------------------------------------------------------------
+
+
+def _load_config(path: Path) -> Settings:
+    """The settings of ``path``, or a :class:`UsageError` that names each bad field and its CE in plain words."""
+    try:
+        return load_settings(path)
+    except InvalidSpecError as exc:
+        if not isinstance(exc.__cause__, ValidationError):
+            raise UsageError(f"{exc}; fix the file and run the command again") from exc
+        lines = [f"config {path} is invalid:"]
+        lines += [f"  {_where(err['loc'], path)}: {err['msg']}" + _got(err) for err in exc.__cause__.errors()]
+        lines.append("fix the file and run the command again (see the [[ce]] fields in README.md)")
+        raise UsageError("\n".join(lines)) from exc
+
+
+def _where(loc: tuple[int | str, ...], path: Path) -> str:
+    if len(loc) >= 2 and loc[0] == "ce" and isinstance(loc[1], int):
+        name = _raw_ce_name(path, loc[1])
+        which = f"[[ce]] #{loc[1] + 1}" + (f" ({name!r})" if name else "")
+        return which + ("" if len(loc) == 2 else ", " + ".".join(str(p) for p in loc[2:]))
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _raw_ce_name(path: Path, index: int) -> str | None:
+    import tomllib
+
+    try:
+        name = tomllib.loads(path.read_text())["ce"][index].get("name")
+    except Exception:  # noqa: BLE001 - only a nicer message is at stake
+        return None
+    return name if isinstance(name, str) else None
+
+
+def _got(err: Any) -> str:
+    value = err.get("input")
+    if err.get("type") in ("missing",) or isinstance(value, dict | list):
+        return ""
+    return f" (got {value!r})"
+
+
+def _preflight(settings: Settings) -> None:
+    """Catch what would otherwise only show as an unreachable CE later: unusable options and missing credentials."""
+    for ce in settings.ce:
+        build_backend(ce)  # InvalidSpecError names the CE
+        for option, path in credential_files(ce.transport_options):
+            if not path.expanduser().is_file():
+                raise UsageError(f"CE {ce.name!r}: the {option} file {path} does not exist; create it or correct "
+                                 f"`{option}` under [ce.transport_options] (check it with "
+                                 f"`intercede ce check {ce.name} --config FILE`)")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     if args.config:
-        return load_settings(Path(args.config))
+        settings = _load_config(Path(args.config))
+        if not settings.ce:
+            raise UsageError(f"config {args.config} declares no CE; add a [[ce]] table")
+        _preflight(settings)
+        return settings
     return Settings.embedded(Path(args.data_dir))
 
 
+# -- run -----------------------------------------------------------------------------------------------------------
+
+
 async def _run(args: argparse.Namespace) -> int:
+    from intercede.actors.client import Intercede
+    from intercede.actors.metrics import metrics_endpoints
+
     settings = _settings(args)
     ce = args.ce or settings.ce[0].name
     if ce not in {c.name for c in settings.ce}:
-        raise IntercedeError(f"no CE named {ce!r} in the configuration (have: {[c.name for c in settings.ce]})")
+        raise UsageError(f"no CE named {ce!r} in the configuration (have: {[c.name for c in settings.ce]})")
     print(f"intercede: journal {settings.journal_path}, CEs: {', '.join(c.name for c in settings.ce)}")
-    ic = Intercede.start(settings)
+    ic = Intercede.start(settings, address=args.address)
+    address = Intercede.cluster_address()
+    if address:
+        print(f"intercede: Ray cluster at {address}, namespace {settings.namespace!r}; attach with "
+              f"`intercede status --address {address}`")
+    for endpoint in metrics_endpoints():
+        print(f"intercede: metrics at {endpoint}")
+    sys.stdout.flush()
+    ok = True
+    if args.jobs > 0:
+        ok = await _sample(ic, settings, ce, args)
+    else:
+        print("intercede: no sample jobs (--jobs 0)")
+    if args.serve:
+        print("serving; Ctrl-C to stop", flush=True)
+        await _until_signalled()
+        print("intercede: stopping")
+    return 0 if ok else 1
+
+
+async def _sample(ic: Intercede, settings: Settings, ce: str, args: argparse.Namespace) -> bool:
+    from intercede.actors.reconciler import JobRequest
+
     jobs = sample_jobs(secrets.token_hex(3), args.jobs)
     await ic.declare([JobRequest(key, ce, spec) for key, (spec, _) in jobs.items()])
     doomed = [key for key, (_, kind) in jobs.items() if kind == "cancelled"]
@@ -48,11 +159,16 @@ async def _run(args: argparse.Namespace) -> int:
     await ic.collect(list(jobs), outputs)
     rows = await ic.wait(list(jobs), until="collected", timeout=args.timeout)
     _table(rows, {k: kind for k, (_, kind) in jobs.items()})
-    print(f"outputs under {outputs}")
-    if args.serve:
-        print("serving; Ctrl-C to stop")
-        await asyncio.Event().wait()
-    return 0 if all(r["state"] == _expected(jobs[r["key"]][1]) for r in rows) else 1
+    print(f"outputs under {outputs}", flush=True)
+    return all(r["state"] == _expected(jobs[r["key"]][1]) for r in rows)
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 async def _until_running(ic: Intercede, keys: list[str], timeout: float) -> None:
@@ -77,29 +193,185 @@ def _table(rows: list[dict[str, object]], kinds: dict[str, str]) -> None:
         print(f"{key:22} {kinds[key]:9} {r['state']!s:8} {r['exit_code']!s:>4}  {r['collected']!s:9}  {outputs}")
 
 
+# -- status, cancel, collect: attached to a running intercede ------------------------------------------------------
+
+
+def _attach(args: argparse.Namespace) -> Intercede:
+    from intercede.actors.client import Intercede
+
+    namespace = args.namespace
+    if args.config:
+        namespace = _load_config(Path(args.config)).namespace
+    return Intercede.attach(namespace or DEFAULT_NAMESPACE, args.address)
+
+
+async def _status(args: argparse.Namespace) -> int:
+    ic = _attach(args)
+    rows, health, stats = await ic.rows(), await ic.ce_health(), await ic.stats()
+    if args.keys:
+        rows = [r for r in rows if r["key"] in set(args.keys)]
+    if args.json:
+        print(json.dumps({"rows": rows, "ces": [h.model_dump() for h in health], "stats": stats}, default=str,
+                         indent=1))
+        return 0
+    where = ic.cluster_address() or "?"
+    print(f"intercede at {where}: {text.state_summary(rows)}; {stats.get('ticks', 0)} reconcile ticks, "
+          f"{stats.get('tick_errors', 0)} errors" + (f" (last: {stats['last_error']})" if stats.get("last_error")
+                                                      else ""))
+    print()
+    print(text.ces_table(health))
+    print()
+    print(text.jobs_table(rows, limit=args.limit) if rows else "no job keys declared")
+    return 0
+
+
+async def _known(ic: Intercede, keys: list[str]) -> None:
+    declared = {r["key"] for r in await ic.rows()}
+    unknown = [k for k in keys if k not in declared]
+    if unknown:
+        raise UsageError(f"not declared in this intercede: {', '.join(unknown[:10])}"
+                         + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+                         + "; `intercede status` lists the keys")
+
+
+async def _cancel(args: argparse.Namespace) -> int:
+    ic = _attach(args)
+    await _known(ic, args.keys)
+    await ic.cancel(args.keys)
+    print(f"intercede: cancel requested for {len(args.keys)} key(s)", flush=True)
+    if args.wait:
+        rows = await ic.wait(args.keys, until="terminal", timeout=args.timeout)
+        print(text.jobs_table(rows))
+    return 0
+
+
+async def _collect(args: argparse.Namespace) -> int:
+    ic = _attach(args)
+    await _known(ic, args.keys)
+    destination = Path(args.to).absolute()  # noqa: ASYNC240 - no I/O
+    await ic.collect(args.keys, destination)
+    print(f"intercede: outputs of {len(args.keys)} key(s) will go to {destination}/<key>", flush=True)
+    if not args.no_wait:
+        rows = await ic.wait(args.keys, until="collected", timeout=args.timeout)
+        print(text.table([[r["key"], r["state"], r["exit_code"], "yes" if r["collected"] else "no",
+                           r["outputs"] or r["permanent_error"]] for r in rows],
+                         ["key", "state", "exit", "collected", "outputs"], right=["exit"]))
+        if not all(r["collected"] for r in rows):
+            return 1
+    return 0
+
+
+# -- ce check ------------------------------------------------------------------------------------------------------
+
+
+async def _ce_check(args: argparse.Namespace) -> int:
+    settings = _load_config(Path(args.config)) if args.config else Settings.embedded(Path(args.data_dir))
+    found = {c.name: c for c in settings.ce}
+    if args.name not in found:
+        where = args.config or "the embedded default"
+        raise UsageError(f"no CE named {args.name!r} in {where} (have: {', '.join(found) or 'none'})")
+    print(f"ce check {args.name}: {found[args.name].scheduler} over {found[args.name].transport}", flush=True)
+
+    def show(step: Step) -> None:
+        took = f"  [{step.seconds:.1f} s]" if step.seconds >= 0.05 else ""
+        print(f"  {step.result:4}  {step.name:13} {step.detail}{took}", flush=True)
+
+    report = await check_ce(found[args.name], timeout=args.timeout, progress=show)
+    print(report.verdict)
+    failed = report.failed
+    if failed is not None and failed.hint:
+        print(f"  what to do: {failed.hint}")
+    return 0 if report.ok else 1
+
+
+# -- the parser and main -------------------------------------------------------------------------------------------
+
+
+def _attach_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", default="auto",
+                        help="the Ray cluster to attach to, as `intercede run` printed it (default: auto = "
+                             "$RAY_ADDRESS or the cluster running on this machine)")
+    parser.add_argument("--namespace", default=None, help=f"intercede's Ray namespace (default: {DEFAULT_NAMESPACE})")
+    parser.add_argument("--config", help="take the namespace from this config file")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="intercede", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="intercede", description=(__doc__ or "").split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     run = sub.add_parser("run", help="start intercede and run the sample jobs end to end")
     run.add_argument("--config", help="TOML file declaring the CEs (default: the embedded local CE)")
     run.add_argument("--data-dir", default="intercede-data", help="journal and outputs (embedded default only)")
     run.add_argument("--ce", help="the CE to send the sample jobs to (default: the first)")
-    run.add_argument("--jobs", type=int, default=8, help="how many sample jobs")
+    run.add_argument("--jobs", type=int, default=8, help="how many sample jobs (0: none, just the service)")
     run.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for each phase")
-    run.add_argument("--serve", action="store_true", help="keep running after the sample jobs")
+    run.add_argument("--serve", action="store_true", help="keep running after the sample jobs (until Ctrl-C)")
+    run.add_argument("--address", default=None,
+                     help="the Ray cluster to run in (default: $RAY_ADDRESS, else the one `ray start` started on "
+                          "this machine, else a new local one; `local` always starts a new one)")
+    run.set_defaults(handler=_run)
+
+    status = sub.add_parser("status", help="table of the jobs and CEs of a running intercede")
+    _attach_options(status)
+    status.add_argument("keys", nargs="*", metavar="KEY", help="only these keys")
+    status.add_argument("--limit", type=int, default=200, help="show at most this many jobs (default 200)")
+    status.add_argument("--json", action="store_true", help="print jobs, CEs and figures as JSON")
+    status.set_defaults(handler=_status)
+
+    cancel = sub.add_parser("cancel", help="cancel jobs by key")
+    cancel.add_argument("keys", nargs="+", metavar="KEY")
+    _attach_options(cancel)
+    cancel.add_argument("--wait", action="store_true", help="wait until the jobs have ended")
+    cancel.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (with --wait)")
+    cancel.set_defaults(handler=_cancel)
+
+    collect = sub.add_parser("collect", help="fetch jobs' outputs to a directory (then purge them remotely)",
+                             description="Each key's outputs go to DIR/<key> once its job has ended. DIR must be "
+                                         "writable where intercede's reconciler runs (this machine, for "
+                                         "`intercede run`).")
+    collect.add_argument("keys", nargs="+", metavar="KEY")
+    collect.add_argument("--to", required=True, metavar="DIR", help="destination directory")
+    _attach_options(collect)
+    collect.add_argument("--no-wait", action="store_true", help="return once asked; do not wait for the outputs")
+    collect.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the outputs")
+    collect.set_defaults(handler=_collect)
+
+    ce = sub.add_parser("ce", help="Computing Element tools")
+    ce_sub = ce.add_subparsers(dest="ce_command", required=True, metavar="COMMAND")
+    check = ce_sub.add_parser("check", help="connectivity, authentication and a tiny test job on one CE")
+    check.add_argument("name", metavar="NAME", help="the CE's name in the config")
+    check.add_argument("--config", help="TOML file declaring the CE (default: the embedded local CE, `local`)")
+    check.add_argument("--data-dir", default="intercede-data", help="job directories (embedded default only)")
+    check.add_argument("--timeout", type=float, default=120.0, help="seconds the test job may take")
+    check.set_defaults(handler=_ce_check)
     return parser
+
+
+def _explain(exc: BaseException) -> str:
+    # An error raised inside a Ray actor arrives wrapped, its str() carrying the remote traceback: show the original.
+    cause = getattr(exc, "cause", None)
+    return str(cause if isinstance(cause, BaseException) else exc)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    started = time.monotonic()
     try:
-        return asyncio.run(_run(args))
+        code: int = asyncio.run(args.handler(args))
+        return code
     except IntercedeError as exc:
-        print(f"intercede: {exc}", file=sys.stderr)
+        print(f"intercede: {_explain(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print(f"intercede: interrupted after {time.monotonic() - started:.0f} s", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug or a broken environment: one line; the traceback on request
+        if os.environ.get("INTERCEDE_DEBUG"):
+            traceback.print_exc()
+        print(f"intercede: unexpected error: {type(exc).__name__}: {_explain(exc)} "
+              "(set INTERCEDE_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import statistics
 import time
@@ -21,6 +22,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
+from intercede.actors import metrics
 from intercede.backends.capabilities import (
     Cancellable,
     JobBackend,
@@ -104,6 +106,7 @@ class CEActor:
             self._failures += 1
             self._reachable = False
             self._last_error = f"{type(exc).__name__}: {exc}"
+            metrics.record_error("poll", exc, self.config.name)
             log.warning("CE %s: status poll failed (%s); jobs keep their last state", self.config.name,
                         self._last_error)
             return False
@@ -112,6 +115,7 @@ class CEActor:
         for status in statuses:
             if status.job_id in self._tracked:
                 self._remember(status)
+        metrics.record_poll(self.config.name, self._latencies[-1], self._state_counts())
         return True
 
     def _remember(self, status: JobStatus) -> None:
@@ -151,6 +155,7 @@ class CEActor:
                 return await what()
             except Exception as exc:
                 self._call_errors += 1
+                metrics.record_error("call", exc, self.config.name)
                 if is_temporary(exc):
                     self._reachable = False
                     self._last_error = f"{type(exc).__name__}: {exc}"
@@ -185,16 +190,20 @@ class CEActor:
 
     async def health(self) -> CEHealth:
         lat = sorted(self._latencies)
-        states: dict[str, int] = {}
-        for _, s in self._cache.values():
-            states[s.state.value] = states.get(s.state.value, 0) + 1
+        states = self._state_counts()
         return CEHealth(
             name=self.config.name, reachable=self._reachable, tracked=len(self._tracked), polls=self._polls,
             poll_errors=self._poll_errors, last_poll_at=self._last_poll_at, last_error=self._last_error,
             poll_latency_p50=statistics.median(lat) if lat else None,
-            poll_latency_p95=lat[int(0.95 * (len(lat) - 1))] if lat else None,
+            poll_latency_p95=lat[math.ceil(0.95 * len(lat)) - 1] if lat else None,  # nearest rank: never < p50
             call_errors=self._call_errors, states=states,
         )
+
+    def _state_counts(self) -> dict[str, int]:
+        states: dict[str, int] = {}
+        for _, s in self._cache.values():
+            states[s.state.value] = states.get(s.state.value, 0) + 1
+        return states
 
     async def aclose(self) -> None:
         if self._poller is not None:

@@ -19,7 +19,8 @@ class ActorGateway:
         self._seam, self._handle = seam, handle
 
     async def submit(self, spec: JobSpec) -> SubmitResult:
-        return cast(SubmitResult, await self._seam.call(self._handle, "submit", spec))
+        # Not idempotent: a submit interrupted by the CE actor's death is adopted by its tag, never re-run.
+        return cast(SubmitResult, await self._seam.call_once(self._handle, "submit", spec))
 
     async def find_by_tag(self, tags: Sequence[str]) -> dict[str, list[str]]:
         return cast(dict[str, list[str]], await self._seam.call(self._handle, "find_by_tag", list(tags)))

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from intercede.actors import metrics
 from intercede.actors.ce import CEActor, CEHealth
 from intercede.actors.faults import CrashingGateway
 from intercede.actors.gateway import ActorGateway
@@ -106,6 +107,7 @@ class ReconcilerActor:
             except Exception as exc:  # the loop must never die; the error is logged and counted
                 self.tick_errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                metrics.record_error("tick", exc)
                 log.exception("reconcile step failed; continuing")
             self.last_tick_seconds = time.monotonic() - start
             await asyncio.sleep(self.settings.tick_interval)
@@ -117,6 +119,7 @@ class ReconcilerActor:
         actions = await self.reconciler.tick(self._budget)
         now = time.time()
         self._actions.extend(ActionRecord(now, type(a).__name__, a.key) for a in actions)
+        metrics.record_actions(type(a).__name__ for a in actions)
         self.ticks += 1
         return len(actions)
 
@@ -124,6 +127,10 @@ class ReconcilerActor:
         epoch, since = self._cursors[name]
         try:
             epoch, version, changed, reachable = await self._seam.call(handle, "changes", epoch, since)
+            if epoch != self._cursors[name][0]:
+                # A CE actor instance this loop has not seen yet: Ray restarted it (a crash, its node died) and its
+                # __init__ ran again, so its poll loop is not running. Without this it would never poll again.
+                await self._seam.call(handle, "start")
             await self._seam.call(handle, "track", self.reconciler.tracked_job_ids(name))
         except Exception as exc:  # noqa: BLE001 - a CE actor that cannot answer makes its CE unreachable, no more
             log.warning("CE actor %s did not answer: %s", name, exc)

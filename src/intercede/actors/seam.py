@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import ray
+from ray.exceptions import RayActorError
+
+from intercede.errors import ConnectivityError
 
 __all__ = ["LocalSeam", "RaySeam", "Seam"]
 
@@ -30,6 +34,11 @@ class Seam(Protocol):
     async def call(self, handle: Any, method: str, *args: Any, **kwargs: Any) -> Any:
         """Await ``handle.method(*args, **kwargs)``."""
 
+    async def call_once(self, handle: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Like :meth:`call`, for a method that must not run twice (a submit): it is never re-run on a restarted
+        actor. If the actor dies or cannot be reached while the call is in flight, :class:`ConnectivityError` is
+        raised: the call may or may not have run, and the caller must find out (a submit is adopted by its tag)."""
+
     def kill(self, handle: Any, *, restart: bool = False) -> None:
         """Kill the actor; with ``restart`` Ray brings it back (its __init__ runs again)."""
 
@@ -38,10 +47,17 @@ class Seam(Protocol):
 
 
 class RaySeam:
-    """Named, detached actors in ``namespace`` that Ray restarts after a crash (and retries their calls)."""
+    """Named, detached actors in ``namespace`` that Ray restarts after a crash (and retries their calls, except
+    :meth:`call_once`).
 
-    def __init__(self, namespace: str = "intercede") -> None:
+    ``options`` maps an actor's name to Ray actor options that override the defaults for that actor only, e.g.
+    ``{"intercede-ce-local": {"label_selector": {"zone": "a"}}}`` to place it on a node (the multi-node fault tests
+    do). Actors not named there get the defaults.
+    """
+
+    def __init__(self, namespace: str = "intercede", *, options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self.namespace = namespace
+        self._options = {name: dict(opts) for name, opts in (options or {}).items()}
         self._spawned: list[Any] = []
 
     @staticmethod
@@ -52,10 +68,10 @@ class RaySeam:
                      configure_logging=False)
 
     def start(self, cls: type, name: str, *args: Any, **kwargs: Any) -> Any:
-        actor: Any = ray.remote(cls).options(
-            name=name, namespace=self.namespace, lifetime="detached", get_if_exists=True,
-            max_restarts=-1, max_task_retries=-1, max_concurrency=1000, num_cpus=0,
-        )
+        defaults: dict[str, Any] = {"lifetime": "detached", "max_restarts": -1, "max_task_retries": -1,
+                                    "max_concurrency": 1000, "num_cpus": 0}
+        options = defaults | self._options.get(name, {})
+        actor: Any = ray.remote(cls).options(name=name, namespace=self.namespace, get_if_exists=True, **options)
         return actor.remote(*args, **kwargs)
 
     def find(self, name: str) -> Any | None:
@@ -66,6 +82,15 @@ class RaySeam:
 
     async def call(self, handle: Any, method: str, *args: Any, **kwargs: Any) -> Any:
         return await getattr(handle, method).remote(*args, **kwargs)
+
+    async def call_once(self, handle: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+        # The actors' max_task_retries=-1 would run an interrupted call again on the restarted actor: a submit that
+        # reached the resource before its actor died would be submitted twice. Here Ray's error comes back instead.
+        try:
+            return await getattr(handle, method).options(max_task_retries=0).remote(*args, **kwargs)
+        except RayActorError as exc:  # ActorDiedError, ActorUnavailableError
+            raise ConnectivityError(f"actor call {method!r} lost (the actor died or could not be reached); it may "
+                                    f"have run: {type(exc).__name__}") from exc
 
     def kill(self, handle: Any, *, restart: bool = False) -> None:
         ray.kill(handle, no_restart=not restart)
@@ -93,6 +118,9 @@ class LocalSeam:
     async def call(self, handle: Any, method: str, *args: Any, **kwargs: Any) -> Any:
         result = getattr(handle, method)(*args, **kwargs)
         return await result if inspect.isawaitable(result) else result
+
+    async def call_once(self, handle: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+        return await self.call(handle, method, *args, **kwargs)  # in-process: nothing re-runs a call
 
     def spawn(self, handle: Any, method: str) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(getattr(handle, method)()))

@@ -1,0 +1,105 @@
+"""Helpers of the command-line suite: run ``intercede`` as a user would (the venv's console script, a subprocess), and
+one ``intercede run --serve`` kept alive in the background for the commands that attach to it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+INTERCEDE = str(Path(sys.executable).with_name("intercede"))
+HELPER = Path(__file__).with_name("declare_jobs.py")
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def both(self) -> str:
+        return self.out + self.err
+
+
+def environment(**extra: str) -> dict[str, str]:
+    """This process's environment without a Ray address (each test says where to go), unbuffered output."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def intercede(*args: str | Path, cwd: Path, timeout: float = 300, **env: str) -> Result:
+    """Run ``intercede ARGS`` in ``cwd`` and wait for it."""
+    proc = subprocess.run([INTERCEDE, *map(str, args)], cwd=cwd, env=environment(**env), capture_output=True,
+                          text=True, timeout=timeout)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def assert_user_error(result: Result, *phrases: str, code: int = 2) -> None:
+    """A user error: the exit code, each phrase in the message, and never a traceback."""
+    assert result.code == code, result
+    assert "Traceback" not in result.both, result.both
+    for phrase in phrases:
+        assert phrase in result.both, (phrase, result.both)
+
+
+@dataclass
+class Service:
+    """A background ``intercede run --serve`` in its own local Ray cluster."""
+
+    process: subprocess.Popen[bytes]
+    folder: Path
+    address: str
+    stdout: Path
+    stderr: Path
+
+    def run(self, *args: str | Path, timeout: float = 300) -> Result:
+        return intercede(*args, cwd=self.folder, timeout=timeout)
+
+    def declare(self, *jobs: str) -> None:
+        """Declare ``KEY=SHELL-COMMAND`` jobs through the Python API (the command line has no declare)."""
+        subprocess.run([sys.executable, str(HELPER), self.address, *jobs], env=environment(), check=True,
+                       timeout=120, capture_output=True)
+
+
+def _wait_for_line(path: Path, pattern: str, process: subprocess.Popen[bytes], timeout: float) -> re.Match[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(pattern, path.read_text())
+        if found:
+            return found
+        if process.poll() is not None:
+            break
+        time.sleep(0.2)
+    raise AssertionError(f"no {pattern!r} from intercede run (exit {process.poll()}):\n{path.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """``intercede run --serve --jobs 4 --address local``, started in a temporary folder; SIGTERM at the end."""
+    folder = tmp_path_factory.mktemp("serve")
+    out, err = folder / "stdout.txt", folder / "stderr.txt"
+    with out.open("wb") as o, err.open("wb") as e:
+        process = subprocess.Popen([INTERCEDE, "run", "--serve", "--jobs", "4", "--address", "local"], cwd=folder,
+                                   env=environment(), stdout=o, stderr=e)
+    try:
+        address = _wait_for_line(out, r"Ray cluster at (\S+),", process, 120).group(1)
+        _wait_for_line(out, r"serving; Ctrl-C to stop", process, 300)
+        yield Service(process, folder, address, out, err)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
