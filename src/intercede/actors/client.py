@@ -12,26 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import ray
 from tqdm.auto import tqdm
 
+from intercede.actors import cluster
 from intercede.actors.ce import CEHealth
 from intercede.actors.reconciler import ActionRecord, JobRequest, ReconcilerActor, ce_actor_name, reconciler_name
-from intercede.actors.seam import RaySeam, Seam
+from intercede.actors.seam import LocalSeam, RaySeam, Seam
 from intercede.actors.settings import Settings
 from intercede.backends.capabilities import LoadReport
 from intercede.errors import ConnectivityError, IntercedeError, TimeoutError
 
 __all__ = ["Intercede"]
 
-log = logging.getLogger(__name__)
 
 Until = Literal["terminal", "collected"]
 
@@ -47,11 +44,13 @@ class Intercede:
               address: str | None = None) -> Intercede:
         """Start (or join, if already running) the named actors for ``settings`` and their loops."""
         if seam is None:
-            if address is None and _recorded_cluster_is_dead():
+            if address is None and cluster.recorded_cluster_is_dead():
                 address = "local"
             RaySeam.connect(settings.namespace, address)
             seam = RaySeam(settings.namespace)
-        handle = seam.start(ReconcilerActor, reconciler_name(), settings, fault_plan=fault_plan)
+        # An in-process seam is shared with the reconciler (its CE actors live here too); a Ray actor makes its own.
+        inner = seam if isinstance(seam, LocalSeam) else None
+        handle = seam.start(ReconcilerActor, reconciler_name(), settings, seam=inner, fault_plan=fault_plan)
         seam.spawn(handle, "run_forever")
         return cls(seam, handle)
 
@@ -63,9 +62,9 @@ class Intercede:
         token in ``~/.ray/auth_token``: it is sent to an explicit ``address`` too (Ray itself does so only for a
         cluster it finds), unless ``RAY_AUTH_MODE`` says otherwise.
         """
-        resolved = _require_cluster(address)
+        resolved = cluster.require_cluster(address)
         if resolved is not None:
-            _use_local_token()
+            cluster.use_local_token()
         try:
             RaySeam.connect(namespace, address)
         except ConnectionError as exc:
@@ -131,10 +130,7 @@ class Intercede:
     @staticmethod
     def cluster_address() -> str | None:
         """The address of the Ray cluster this process joined (what ``intercede status --address`` takes)."""
-        if not ray.is_initialized():
-            return None
-        address: str = ray.get_runtime_context().gcs_address
-        return address
+        return cluster.joined_address()
 
     async def wait(self, keys: Sequence[str], *, until: Until = "terminal", timeout: float = 3600.0,
                    interval: float = 0.5, progress: bool = True) -> list[dict[str, Any]]:
@@ -166,67 +162,3 @@ def _settled(row: dict[str, Any], until: Until) -> bool:
     if until == "collected":
         return bool(row["collected"])
     return row["state"] in ("Done", "Failed", "Aborted") or (row["phase"] == "cancelled" and row["job_id"] is None)
-
-
-def _resolve(address: str | None) -> str | None:
-    """The host:port Ray would connect to for ``address`` (None: it would start a local cluster); raises
-    :class:`ConnectionError` for "auto" when no cluster is known."""
-    if address == "local" or (address is not None and "://" in address):
-        return None
-    try:
-        from ray._private.services import canonicalize_bootstrap_address  # Ray's own lookup, so we agree with it
-    except ImportError:  # pragma: no cover - a Ray without it: let ray.init decide
-        return None
-    resolved: str | None = canonicalize_bootstrap_address(address)  # type: ignore[arg-type]  # takes None too
-    return resolved
-
-
-def _answers(address: str, timeout: float = 3.0) -> bool:
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            return True
-    except (OSError, ValueError):
-        return False
-
-
-def _require_cluster(address: str | None) -> str | None:
-    """Fail in seconds when no Ray cluster answers at ``address`` (ray.init retries a dead address for minutes);
-    return the host:port it resolved to."""
-    try:
-        resolved = _resolve(address)
-    except ConnectionError as exc:
-        raise ConnectivityError("no Ray cluster is running here; start intercede with `intercede run` "
-                                "(or pass the cluster's address)") from exc
-    except ValueError as exc:
-        raise ConnectivityError(f"{address!r} is not a Ray cluster address (host:port, or auto)") from exc
-    if resolved is not None and not _answers(resolved):
-        raise ConnectivityError(f"no Ray cluster answers at {resolved}; is intercede running? start it with "
-                                "`intercede run`, or pass the address it printed with --address")
-    return resolved
-
-
-def _use_local_token() -> None:
-    """Authenticate with this machine's Ray token, if there is one and RAY_AUTH_MODE does not say otherwise."""
-    with contextlib.suppress(ImportError):
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available,
-        )
-
-        quiet = logging.getLogger("ray._private.authentication.authentication_token_setup")
-        level, quiet.level = quiet.level, logging.ERROR  # its "token authentication is enabled" is no news here
-        try:
-            maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-        finally:
-            quiet.setLevel(level)
-
-
-def _recorded_cluster_is_dead() -> bool:
-    """Whether Ray would join a cluster recorded by an earlier `ray start` that no longer answers (a stale record
-    makes ray.init hang for minutes)."""
-    with contextlib.suppress(Exception):
-        resolved = _resolve(None)
-        if resolved is not None and not _answers(resolved):
-            log.warning("the Ray cluster recorded at %s does not answer; starting a local one", resolved)
-            return True
-    return False
