@@ -12,6 +12,7 @@ inconsistent right after a submit) and UNKNOWN afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import secrets
@@ -140,20 +141,36 @@ class BatchBackend:
                               error=f"{self.name} has no container runtime configured; cannot run {spec.container!r}")
         workdir = f"{self.root}/{secrets.token_hex(8)}"
         async with self._limit:
-            script = render(spec, copy, workdir, self.container).encode()
-            await self._run(["sh", "-c", _PREPARE, "sh", workdir, tag or ""], stdin=script)
-            for name, secret in copy.secrets.items():
-                await self._run(["sh", "-c", _WRITE_PRIVATE, "sh", f"{workdir}/{SECRETS}/{name}"],
-                                stdin=secret.get_secret_value().encode())
-            await asyncio.gather(*(self._put_input(f.source, f"{workdir}/{f.name}") for f in spec.input_files))
+            try:
+                await self._stage(spec, copy, workdir, tag)
+            except Exception:
+                await self._discard(workdir)
+                raise
             request = SubmitRequest(f"{workdir}/{SCRIPT}", workdir, tag, spec.resources)
+            # If this raises, the command may have run: the directory stays for the job a tag lookup may find.
             result = await self.transport.run(self.scheduler.submit_argv(request), timeout=self.command_timeout)
             try:
                 native = self.scheduler.parse_submit(result)
-            except CommandError as exc:
-                await self._run(["rm", "-rf", "--", workdir])
-                return Submission(copy_index=index, tag=tag, error=str(exc))
+            except IntercedeError as exc:  # the scheduler answered, and submitted nothing
+                await self._discard(workdir)
+                if isinstance(exc, CommandError):
+                    return Submission(copy_index=index, tag=tag, error=str(exc))
+                raise
         return Submission(copy_index=index, tag=tag, job_id=self._id(BatchJob(native, workdir)))
+
+    async def _stage(self, spec: JobSpec, copy: Copy, workdir: str, tag: str | None) -> None:
+        """Make the working directory: job script, tag, secrets (0600), inputs."""
+        script = render(spec, copy, workdir, self.container).encode()
+        await self._run(["sh", "-c", _PREPARE, "sh", workdir, tag or ""], stdin=script)
+        for name, secret in copy.secrets.items():
+            await self._run(["sh", "-c", _WRITE_PRIVATE, "sh", f"{workdir}/{SECRETS}/{name}"],
+                            stdin=secret.get_secret_value().encode())
+        await asyncio.gather(*(self._put_input(f.source, f"{workdir}/{f.name}") for f in spec.input_files))
+
+    async def _discard(self, workdir: str) -> None:
+        """Best effort: remove a directory no job will use (the resource may be unreachable right now)."""
+        with contextlib.suppress(IntercedeError):
+            await self._run(["rm", "-rf", "--", workdir])
 
     async def _put_input(self, source: Path, remote: str) -> None:
         parent = remote.rsplit("/", 1)[0]

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from intercede.backends.capabilities import LoadReport
 from intercede.backends.schedulers.base import BatchJob, NativeStatus, SubmitRequest
 from intercede.backends.transports.base import CommandResult
-from intercede.errors import CommandError, InvalidSpecError
+from intercede.errors import CommandError, ConnectivityError, InvalidSpecError
 from intercede.model import JobState
 
 __all__ = ["STATES", "SlurmScheduler"]
@@ -88,10 +88,14 @@ _CANCEL_ERROR = re.compile(r"Kill job error on job id (\S+): (.*)$")
 _NO_CONTROLLER = "Unable to contact slurm controller"
 
 
-def _fail(result: CommandResult, why: str) -> CommandError:
+def _fail(result: CommandResult, why: str) -> CommandError | ConnectivityError:
+    """The error for a failed command: a CE whose controller cannot be reached is temporarily unreachable (the
+    reconciler retries later); anything else is the command's own failure."""
     err = result.stderr.decode("utf-8", "replace").strip()
     program = result.argv[0] if result.argv else "command"
     message = f"{program} (exit {result.exit_status}): {why}" + (f": {err[-2000:]}" if err else "")
+    if _NO_CONTROLLER in err:
+        return ConnectivityError(message)
     return CommandError(message, argv=list(result.argv), exit_status=result.exit_status, stderr=err)
 
 

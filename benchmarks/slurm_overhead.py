@@ -1,0 +1,254 @@
+"""What intercede's composed Slurm path costs next to a naive client: 500 short jobs submitted and tracked to the end.
+
+Run from the repository root::
+
+    .venv/bin/python -m benchmarks.slurm_overhead [--jobs 500] [--version 24.11]
+
+Starts one Slurm stack (``stacks/slurm``: one node, 4 CPUs, so most of the 500 jobs queue) and measures, one after
+the other on it, each mode on its own fresh SSH connection (the connect is included in its total):
+
+* **raw**: what a naive client does. A sequential loop of ``sbatch --parsable --wrap=true`` (Slurm writes one
+  ``slurm-<id>.out`` per job), then ONE ``sacct`` for all ids, repeated every ``--poll`` seconds until every job is
+  terminal; all over one :class:`~intercede.backends.transports.ssh.SSHTransport` with hand-written argv.
+* **intercede**: :class:`~intercede.backends.batch.BatchBackend` (SSHTransport + SlurmScheduler). Every job is
+  submitted at once with ``asyncio.gather`` (the backend stages ``concurrency`` = 8 at a time); then ``status`` for
+  every id not yet terminal, every ``--poll`` seconds. Per job it does more than the raw loop: a private working
+  directory, a generated job script, the tag file, stdout/stderr files and an exit-code file, i.e. one extra remote
+  command (``sh -c`` mkdir + write the script + write the tag) before each ``sbatch``.
+
+Then the cost of one status poll for the 500 finished ids (once Slurm has moved them all from the queue to
+accounting): ``BatchBackend.status`` (one ``squeue`` + one ``sacct``) next to the raw ``sacct``, median of 5 calls.
+
+Prints both tables and ``ratio: N`` (intercede total / raw total), and writes them into ``docs/benchmarks.md`` under
+their own heading, leaving any other section alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import asyncssh
+
+from intercede.backends.batch import BatchBackend
+from intercede.backends.schedulers.slurm import STATES, SlurmScheduler
+from intercede.backends.transports.ssh import SSHEndpoint, SSHTransport
+from intercede.model import JobSpec, JobState, Resources
+from stacks import harness
+from stacks.slurm_stack import SlurmStack, slurm_stack
+
+HEADING = "## Slurm overhead (benchmarks/slurm_overhead.py)"
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+RAW_DIR = "/home/tester/bench-raw"
+ROOT = "/home/tester/bench-intercede"
+SAMPLES = 5
+
+
+def endpoint(stack: SlurmStack) -> SSHEndpoint:
+    return SSHEndpoint(host=stack.host, port=stack.port, username=stack.username, client_keys=[stack.client_key],
+                       known_hosts=stack.known_hosts)
+
+
+def _sacct_states(text: str) -> dict[str, str]:
+    """``JobID|State`` lines -> id -> the state's first word (``CANCELLED by 2000`` -> ``CANCELLED``)."""
+    states = {}
+    for line in text.splitlines():
+        job_id, sep, state = line.partition("|")
+        if sep:
+            states[job_id.strip()] = state.split(" ", 1)[0].strip()
+    return states
+
+
+def _sacct_argv(ids: list[str]) -> list[str]:
+    return ["sacct", "--noheader", "--parsable2", "--allocations", f"--jobs={','.join(ids)}", "--format=JobID,State"]
+
+
+async def raw(stack: SlurmStack, jobs: int, poll: float) -> tuple[float, float, int]:
+    """Seconds until every job was submitted, until every job was terminal, and how many status queries it took."""
+    async with SSHTransport(endpoint(stack)) as transport:
+        start = time.perf_counter()
+        (await transport.run(["mkdir", "-p", RAW_DIR])).check()
+        ids = []
+        for i in range(jobs):
+            result = await transport.run(["sbatch", "--parsable", f"--job-name=raw-{i}", f"--chdir={RAW_DIR}",
+                                          "--wrap=true"])
+            ids.append(result.check().text.strip().split(";")[0])
+        submitted = time.perf_counter() - start
+        queries = 0
+        while True:
+            queries += 1
+            states = _sacct_states((await transport.run(_sacct_argv(ids))).check().text)
+            if len(states) == len(ids) and all(s in STATES and STATES[s].is_terminal for s in states.values()):
+                break
+            await asyncio.sleep(poll)
+        total = time.perf_counter() - start
+        bad = [s for s in states.values() if s != "COMPLETED"]
+        assert not bad, f"raw jobs did not all complete: {bad[:5]}"
+        return submitted, total, queries
+
+
+async def through_intercede(backend: BatchBackend, jobs: int, poll: float) -> tuple[float, float, int, list[str]]:
+    """Like :func:`raw` through BatchBackend; also returns the job ids."""
+    spec = JobSpec(executable="/bin/true")
+    start = time.perf_counter()
+    results = await asyncio.gather(*(backend.submit(spec) for _ in range(jobs)))
+    ids = [job_id for r in results for job_id in r.job_ids]
+    assert len(ids) == jobs, [s.error for r in results for s in r.submissions if not s.ok][:5]
+    submitted = time.perf_counter() - start
+    pending, polls = list(ids), 0
+    while pending:
+        polls += 1
+        statuses = await backend.status(pending)
+        bad = [s for s in statuses if s.state.is_terminal and s.exit_code != 0]
+        assert not bad, f"intercede jobs failed: {bad[:3]}"
+        pending = [s.job_id for s in statuses if not s.state.is_terminal]
+        if pending:
+            await asyncio.sleep(poll)
+    return submitted, time.perf_counter() - start, polls, ids
+
+
+async def median_seconds(call: Callable[[], Awaitable[object]]) -> float:
+    samples = []
+    for _ in range(SAMPLES):
+        start = time.perf_counter()
+        await call()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+async def left_queue(backend: BatchBackend, ids: list[str], timeout: float = 120.0) -> None:
+    """Wait until squeue lists none of ``ids`` (Slurm drops finished jobs after MinJobAge, 10 s on the stack)."""
+    natives = [i.split("@")[0] for i in ids]
+    deadline = time.monotonic() + timeout
+    argv = ["squeue", "--noheader", "--states=all", f"--jobs={','.join(natives)}", "--format=%i"]
+    while (await backend.transport.run(argv)).text.strip():
+        if time.monotonic() > deadline:
+            raise RuntimeError("finished jobs are still listed by squeue")
+        await asyncio.sleep(1.0)
+
+
+async def queued_poll(stack: SlurmStack, jobs: int) -> float:
+    """Median seconds of ``BatchBackend.status`` for ``jobs`` held (PENDING) jobs: the common case, one squeue."""
+    spec = JobSpec(executable="/bin/true", resources=Resources(native=["--hold"]))
+    async with BatchBackend(SSHTransport(endpoint(stack)), SlurmScheduler(), ROOT) as backend:
+        ids = [i for r in await asyncio.gather(*(backend.submit(spec) for _ in range(jobs))) for i in r.job_ids]
+        assert len(ids) == jobs
+        seconds = await median_seconds(lambda: backend.status(ids))
+        assert all(s.state is JobState.WAITING for s in await backend.status(ids))
+        assert all(o.ok for o in await backend.cancel(ids))
+        await backend.purge(ids)
+    return seconds
+
+
+async def measure(stack: SlurmStack, jobs: int, poll: float) -> tuple[list[tuple[str, float, float, int]],
+                                                                      list[tuple[str, float]]]:
+    queued = await queued_poll(stack, jobs)
+    raw_submit, raw_total, raw_queries = await raw(stack, jobs, poll)
+    print(f"raw: submitted in {raw_submit:.1f} s, all terminal after {raw_total:.1f} s", flush=True)
+    transport = SSHTransport(endpoint(stack))
+    async with BatchBackend(transport, SlurmScheduler(), ROOT) as backend:
+        ic_submit, ic_total, ic_polls, ids = await through_intercede(backend, jobs, poll)
+        print(f"intercede: submitted in {ic_submit:.1f} s, all terminal after {ic_total:.1f} s", flush=True)
+        assert transport.connections_opened == 1, "BatchBackend must have used one connection throughout"
+        await left_queue(backend, ids)
+        natives = [i.split("@")[0] for i in ids]
+        status = await median_seconds(lambda: backend.status(ids))
+        sacct = await median_seconds(lambda: transport.run(_sacct_argv(natives)))
+        statuses = await backend.status(ids)
+        assert all(s.state.is_terminal and s.exit_code == 0 for s in statuses), statuses[:3]
+    rows = [(f"raw: sequential sbatch loop, then one sacct every {poll:g} s", raw_submit, raw_total, raw_queries),
+            (f"intercede: BatchBackend.submit x{jobs} (gather), then status every {poll:g} s", ic_submit, ic_total,
+             ic_polls)]
+    polls = [(f"BatchBackend.status({jobs} held, PENDING ids): one squeue", queued),
+             (f"BatchBackend.status({jobs} finished ids, gone from the queue): squeue + sacct", status),
+             (f"raw sacct for {jobs} ids", sacct)]
+    return rows, polls
+
+
+def tables(rows: list[tuple[str, float, float, int]], polls: list[tuple[str, float]], jobs: int) -> str:
+    lines = ["| mode | jobs | submitted after s | total s | per job ms | status queries |",
+             "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {mode} | {jobs} | {submit:.1f} | {total:.1f} | {1000 * total / jobs:.1f} | {queries} |"
+              for mode, submit, total, queries in rows]
+    lines += ["", "| one status poll | median ms |", "|---|---:|"]
+    lines += [f"| {what} | {1000 * seconds:.0f} |" for what, seconds in polls]
+    return "\n".join(lines)
+
+
+def machine(stack: SlurmStack) -> str:
+    os_name = "unknown OS"
+    with open("/etc/os-release") as f:
+        m = re.search(r'^PRETTY_NAME="?([^"\n]*)', f.read(), re.M)
+        if m:
+            os_name = m.group(1)
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return (f"{os_name}, {os.cpu_count()} cores ({cpu}); Python {platform.python_version()}, "
+            f"asyncssh {asyncssh.__version__}; Slurm {stack.version} (stacks/slurm on {stack.suite}: one node, "
+            "4 CPUs, MinJobAge 10 s, slurmdbd accounting) reached over SSH on 127.0.0.1")
+
+
+def write_doc(body: str) -> None:
+    section = f"{HEADING}\n\n{body}\n"
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nMeasured side by side; each section is written by " \
+                                                "the script named in its heading.\n"
+    if HEADING in text:
+        start = text.index(HEADING)
+        nxt = text.find("\n## ", start + len(HEADING))
+        text = text[:start] + section + (text[nxt:] if nxt != -1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=500)
+    parser.add_argument("--version", default="24.11")
+    parser.add_argument("--poll", type=float, default=1.0, help="seconds between status queries (both modes)")
+    parser.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = parser.parse_args()
+    harness.engine()
+    with slurm_stack(args.version) as stack:
+        rows, polls = asyncio.run(measure(stack, args.jobs, args.poll))
+        where = machine(stack)
+    (_, raw_submit, raw_total, _), (_, ic_submit, ic_total, _) = rows
+    ratio, submit_ratio = ic_total / raw_total, ic_submit / raw_submit
+    result = tables(rows, polls, args.jobs)
+    print(result)
+    print(f"submit phase ratio: {submit_ratio:.2f}")
+    print(f"ratio: {ratio:.2f}")
+    if args.no_doc:
+        return
+    command = " ".join([".venv/bin/python -m benchmarks.slurm_overhead", *sys.argv[1:]])
+    today = datetime.date.today().isoformat()
+    write_doc(
+        f"Measured {today} on {where}. Command: `{command}` (from the repository root).\n\n{result}\n\n"
+        f"ratio: {ratio:.2f} (intercede total / raw total); submit phase alone: {submit_ratio:.2f}.\n\n"
+        "Both totals are set by Slurm, not by the client: the one-node stack starts and reaps about "
+        f"{args.jobs / raw_total:.1f} jobs/s on its 4 CPUs, so most of the {args.jobs} jobs wait in the queue and "
+        "each mode spends almost all its time polling. Where the client shows is the submit phase: the raw loop "
+        "pays one `sbatch` round trip per job in sequence; intercede does more per job (a private working "
+        "directory, a generated job script with its exit-code file, the tag file, and stdout/stderr files of its "
+        "own, so one extra `sh -c` command before each `sbatch`): twice the SSH commands, run 8 jobs at a time on "
+        "the one connection. On this 2-core machine a burst of commands is bound by the client's own CPU (asyncssh's "
+        "per-packet encryption and framing), so the extra command shows or not with the machine's load: the submit "
+        "phase ratio was 0.9 and 1.7 in two runs. Tracking polls only the ids not yet terminal, as the CE actor "
+        "does. A status poll is one `squeue` for every id while the jobs are queued or running; once Slurm has "
+        "dropped finished jobs from the queue (MinJobAge, 10 s here) `BatchBackend.status` adds one `sacct` for "
+        "them, which is why it costs about twice the naive single `sacct`.")
+    print(f"written to {DOC}")
+
+
+if __name__ == "__main__":
+    main()
