@@ -20,6 +20,8 @@ from stacks.slurm_stack import SLURM_VERSIONS, SlurmStack
 from stacks.slurm_stack import start as start_slurm
 from stacks.ssh_stack import SSHStack, start_sshd
 from tests.contract.cases import Case, slurm_refused
+from tests.contract.cases_htcondor import CASES as HTCONDOR_CASES
+from tests.contract.cases_htcondor import condor_23_9, condor_25, condor_ce_23_9, condor_ce_25  # noqa: F401
 
 
 def _local_direct(root: Path) -> JobBackend:
@@ -72,6 +74,7 @@ CASES = [
     Case("direct-SSH", (pytest.mark.direct,), "sshd_stack", _ssh_direct),
     *(Case(f"slurm-{v}", (pytest.mark.slurm,), "slurm_stacks", _slurm(v), refused=slurm_refused(),
            left_queue=functools.partial(_left_slurm_queue, v)) for v in SLURM_VERSIONS),
+    *HTCONDOR_CASES,
 ]
 
 

@@ -5,6 +5,8 @@ Tests are driven by capabilities: where a backend lacks one, the test asserts it
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import uuid
 from pathlib import Path
@@ -20,7 +22,7 @@ from intercede.backends.capabilities import (
     Purgeable,
     Taggable,
 )
-from intercede.errors import TransferError
+from intercede.errors import CommandError, TransferError
 from intercede.model import Copy, JobSpec, JobState, OutputFile
 from tests.contract.cases import Case
 from tests.contract.waiting import until_state, until_terminal
@@ -211,9 +213,11 @@ async def test_a_running_job_can_be_peeked_at(backend: JobBackend) -> None:
     result = await backend.submit(spec)
     job_id = result.job_ids[0]
     await until_state(backend, job_id, {JobState.RUNNING})
-    for _ in range(50):
-        if (await backend.peek(job_id, "stdout.txt")) == b"started\n":  # type: ignore[attr-defined]
-            break
+    for _ in range(150):  # RUNNING can be reported a moment before the payload has created its stdout
+        with contextlib.suppress(CommandError):
+            if (await backend.peek(job_id, "stdout.txt")) == b"started\n":  # type: ignore[attr-defined]
+                break
+        await asyncio.sleep(0.2)
     else:
         raise AssertionError("stdout of the running job never showed 'started'")
     if isinstance(backend, Cancellable):

@@ -8,7 +8,7 @@ A CE in TOML::
 
     [[ce]]
     name = "cluster"
-    scheduler = "slurm"                # direct | slurm
+    scheduler = "slurm"                # direct | slurm | htcondor (the CLI over the transport)
     root = "/home/alice/intercede"     # job working directories live here, on the resource
     transport = "ssh"                  # local | ssh | any registered name
     [ce.transport_options]
@@ -40,7 +40,7 @@ class CEConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-    scheduler: Literal["direct", "slurm"]
+    scheduler: Literal["direct", "slurm", "htcondor"]
     root: str = Field(pattern=r"^/")
     transport: str = "local"
     transport_options: dict[str, Any] = Field(default_factory=dict)
@@ -63,6 +63,10 @@ def transport_class(name: str) -> type[Transport]:
 def _scheduler(config: CEConfig) -> Scheduler:
     if config.scheduler == "direct":
         return DirectScheduler(config.root)
+    if config.scheduler == "htcondor":
+        from intercede.backends.schedulers.htcondor import HTCondorScheduler
+
+        return HTCondorScheduler()
     from intercede.backends.schedulers.slurm import SlurmScheduler
 
     return SlurmScheduler()
