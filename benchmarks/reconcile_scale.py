@@ -32,9 +32,7 @@ import asyncio
 import datetime
 import gc
 import os
-import platform
 import random
-import re
 import statistics
 import sys
 import tempfile
@@ -45,6 +43,7 @@ from pathlib import Path
 import pydantic
 import ray
 
+from benchmarks import _report
 from intercede.actors.client import Intercede
 from intercede.actors.reconciler import JobRequest
 from intercede.actors.settings import Settings
@@ -55,7 +54,6 @@ from intercede.model import JobSpec, JobState, JobStatus
 from intercede.reconcile import Desired, Phase, Progress, ReconcileState, RetryPolicy, diff
 
 HEADING = "## Reconciler scale (benchmarks/reconcile_scale.py)"
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 DIFF_TEXT = (
     "A tick diffs only the keys that changed (the dirty set) plus those whose backoff ended, so its cost must follow "
@@ -316,29 +314,8 @@ def e2e_section(run: EndToEnd) -> str:
 # ---- report
 
 def machine() -> str:
-    os_name = "unknown OS"
-    with open("/etc/os-release") as f:
-        m = re.search(r'^PRETTY_NAME="?([^"\n]*)', f.read(), re.M)
-        if m:
-            os_name = m.group(1)
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return (f"{os_name}, {os.cpu_count()} cores ({cpu}); Python {platform.python_version()}, Ray {ray.__version__}, "
+    return (f"{_report.machine()}, Ray {ray.__version__}, "
             f"pydantic {pydantic.VERSION}, SQLite journal on the local disk")
-
-
-def write_doc(body: str) -> None:
-    section = f"{HEADING}\n\n{body}\n"
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nMeasured side by side; each section is written by " \
-                                                "the script named in its heading.\n"
-    if HEADING in text:
-        start = text.index(HEADING)
-        nxt = text.find("\n## ", start + len(HEADING))
-        text = text[:start] + section + (text[nxt:] if nxt != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
 
 
 def main() -> None:
@@ -369,8 +346,8 @@ def main() -> None:
         print(body[-3])
         print(f"ratio: {run.ratio:.2f}")
     if not args.no_doc:
-        write_doc("\n\n".join(body))
-        print(f"written to {DOC}")
+        _report.write_section(HEADING, "\n\n".join(body))
+        print(f"written to {_report.DOC}")
 
 
 if __name__ == "__main__":

@@ -28,17 +28,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import os
-import platform
-import re
 import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import asyncssh
 
+from benchmarks import _report
 from intercede.backends.batch import BatchBackend
 from intercede.backends.schedulers.slurm import STATES, SlurmScheduler
 from intercede.backends.transports.ssh import SSHEndpoint, SSHTransport
@@ -47,7 +44,6 @@ from stacks import harness
 from stacks.slurm_stack import SlurmStack, slurm_stack
 
 HEADING = "## Slurm overhead (benchmarks/slurm_overhead.py)"
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 RAW_DIR = "/home/tester/bench-raw"
 ROOT = "/home/tester/bench-intercede"
 SAMPLES = 5
@@ -185,30 +181,9 @@ def tables(rows: list[tuple[str, float, float, int]], polls: list[tuple[str, flo
 
 
 def machine(stack: SlurmStack) -> str:
-    os_name = "unknown OS"
-    with open("/etc/os-release") as f:
-        m = re.search(r'^PRETTY_NAME="?([^"\n]*)', f.read(), re.M)
-        if m:
-            os_name = m.group(1)
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return (f"{os_name}, {os.cpu_count()} cores ({cpu}); Python {platform.python_version()}, "
+    return (f"{_report.machine()}, "
             f"asyncssh {asyncssh.__version__}; Slurm {stack.version} (stacks/slurm on {stack.suite}: one node, "
             "4 CPUs, MinJobAge 10 s, slurmdbd accounting) reached over SSH on 127.0.0.1")
-
-
-def write_doc(body: str) -> None:
-    section = f"{HEADING}\n\n{body}\n"
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nMeasured side by side; each section is written by " \
-                                                "the script named in its heading.\n"
-    if HEADING in text:
-        start = text.index(HEADING)
-        nxt = text.find("\n## ", start + len(HEADING))
-        text = text[:start] + section + (text[nxt:] if nxt != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
 
 
 def main() -> None:
@@ -232,7 +207,7 @@ def main() -> None:
         return
     command = " ".join([".venv/bin/python -m benchmarks.slurm_overhead", *sys.argv[1:]])
     today = datetime.date.today().isoformat()
-    write_doc(
+    _report.write_section(HEADING,
         f"Measured {today} on {where}. Command: `{command}` (from the repository root).\n\n{result}\n\n"
         f"ratio: {ratio:.2f} (intercede total / raw total); submit phase alone: {submit_ratio:.2f}.\n\n"
         "Both totals are set by Slurm, not by the client: the one-node stack starts and reaps about "
@@ -247,7 +222,7 @@ def main() -> None:
         "does. A status poll is one `squeue` for every id while the jobs are queued or running; once Slurm has "
         "dropped finished jobs from the queue (MinJobAge, 10 s here) `BatchBackend.status` adds one `sacct` for "
         "them, which is why it costs about twice the naive single `sacct`.")
-    print(f"written to {DOC}")
+    print(f"written to {_report.DOC}")
 
 
 if __name__ == "__main__":

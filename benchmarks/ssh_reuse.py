@@ -20,22 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import os
-import platform
-import re
 import subprocess
 import time
-from pathlib import Path
 
 import asyncssh
 
+from benchmarks import _report
 from intercede.backends.transports.ssh import SSHTransport
 from stacks import harness
 from stacks.ssh_stack import SSHStack, start_sshd
 
 N = 200
 HEADING = "## SSH connection reuse (benchmarks/ssh_reuse.py)"
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
 async def reused_sequential(transport: SSHTransport) -> tuple[float, float]:
@@ -85,31 +81,10 @@ def table(rows: list[tuple[str, float]]) -> str:
 
 
 def machine() -> str:
-    os_name = "unknown OS"
-    with open("/etc/os-release") as f:
-        m = re.search(r'^PRETTY_NAME="?([^"\n]*)', f.read(), re.M)
-        if m:
-            os_name = m.group(1)
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
     ssh_version = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip().split(",")[0]
-    return (f"{os_name}, {os.cpu_count()} cores ({cpu}); Python {platform.python_version()}, "
+    return (f"{_report.machine()}, "
             f"asyncssh {asyncssh.__version__}, client {ssh_version}, server OpenSSH 9.2 (stacks/sshd, bookworm) "
             "on 127.0.0.1")
-
-
-def write_doc(body: str) -> None:
-    section = f"{HEADING}\n\n{body}\n"
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nMeasured side by side; each section is written by " \
-                                                "the script named in its heading.\n"
-    if HEADING in text:
-        start = text.index(HEADING)
-        nxt = text.find("\n## ", start + len(HEADING))
-        text = text[:start] + section + (text[nxt:] if nxt != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
 
 
 def main() -> None:
@@ -121,11 +96,11 @@ def main() -> None:
     print(result)
     print(f"ratio: {ratio:.1f}")
     today = datetime.date.today().isoformat()
-    write_doc(f"Measured {today} on {machine()}.\n\n{result}\n\n"
+    _report.write_section(HEADING, f"Measured {today} on {machine()}.\n\n{result}\n\n"
               f"ratio: {ratio:.1f} (ssh CLI total / reused-transport total). The sequential reused total includes "
               f"opening its one connection: the first command took {first:.2f} s. Each CLI call pays a full "
               "handshake, key exchange and login, and sshd forks a new session process for it.")
-    print(f"written to {DOC}")
+    print(f"written to {_report.DOC}")
 
 
 if __name__ == "__main__":
