@@ -163,10 +163,7 @@ class CondorStack:
             return
         self._stopped = True
         try:
-            self.container.stop()
-        except Exception as exc:  # podman 4.3 answers the removal of an exited container with a 500
-            if "state improper" not in str(exc) and "no such container" not in str(exc).lower():
-                raise
+            harness.stop_container(self.container)
         finally:
             shutil.rmtree(self._tmp, ignore_errors=True)
 

@@ -110,10 +110,7 @@ class SlurmStack:
             return
         self._stopped = True
         try:
-            self.container.stop()
-        except Exception as exc:  # podman 4.3 answers the removal of an exited container with a 500
-            if "state improper" not in str(exc) and "no such container" not in str(exc).lower():
-                raise
+            harness.stop_container(self.container)
         finally:
             if self._owned_keys:
                 shutil.rmtree(self.keys.folder, ignore_errors=True)
