@@ -7,6 +7,11 @@
 
 Invalid input raises :class:`pydantic.ValidationError` naming the field (a ``ValueError``; callers that want the
 intercede tree use :func:`parse_spec`, which raises :class:`~intercede.errors.InvalidSpecError`).
+
+:data:`RESERVED_NAMES` are the files intercede keeps in a job's working directory (the layout is described in
+:mod:`intercede.backends.jobscript`): no input, output, stdout or stderr may be one of them or lie under one, so a spec
+can never overwrite, or read back, the wrapper's own state. :data:`RESERVED_ENV` are the environment variables the
+wrapper sets for the payload; a spec may not set them.
 """
 
 from __future__ import annotations
@@ -30,8 +35,11 @@ from pydantic import (
 from intercede.errors import InvalidSpecError
 
 __all__ = [
+    "RESERVED_ENV",
+    "RESERVED_NAMES",
     "Copy",
     "InputFile",
+    "JobFile",
     "JobSpec",
     "JobState",
     "JobStatus",
@@ -50,6 +58,29 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
 
 
+class JobFile(enum.StrEnum):
+    """The files intercede owns in a job's working directory: the job script, the idempotency tag, the secrets (a
+    directory), the exit status and its temporary name, Direct's pid and cancel marker, and the job's atomic start
+    claim. The one list of them: the job script, the schedulers and :data:`RESERVED_NAMES` use these names."""
+
+    SCRIPT = "job.sh"
+    TAG = ".tag"
+    SECRETS = ".secrets"
+    EXITCODE = ".exitcode"
+    EXITCODE_TMP = ".exitcode.tmp"
+    PID = ".pid"
+    CANCELLED = ".cancelled"
+    CLAIM = ".claim"
+
+
+#: Top-level names no input, output, stdout or stderr of a spec may use (nor lie under).
+RESERVED_NAMES: frozenset[str] = frozenset(f.value for f in JobFile)
+
+#: Environment variables the job wrapper sets for the payload: ``INTERCEDE_JOB`` marks every process of the job
+#: (Direct's cancel and purge find them by it).
+RESERVED_ENV: frozenset[str] = frozenset({"INTERCEDE_JOB"})
+
+
 def _relative_path(value: str) -> str:
     """A path inside the job's working directory: relative, no ``..``, no NUL, not empty."""
     if not value or "\0" in value:
@@ -64,9 +95,21 @@ def _relative_path(value: str) -> str:
     return str(path)
 
 
+def _job_path(value: str) -> str:
+    """A path inside the job's working directory that is not (under) one of intercede's own files."""
+    path = _relative_path(value)
+    top = PurePosixPath(path).parts[0]
+    if top in RESERVED_NAMES:
+        raise ValueError(f"{top!r} is reserved for intercede's own files in the job's working directory "
+                         f"(reserved: {', '.join(sorted(RESERVED_NAMES))}); got {value!r}")
+    return path
+
+
 def _env_name(value: str) -> str:
     if not _ENV_NAME.match(value):
         raise ValueError(f"environment variable names must match [A-Za-z_][A-Za-z0-9_]*, got {value!r}")
+    if value in RESERVED_ENV:
+        raise ValueError(f"{value!r} is set by intercede's job wrapper and cannot be given by a spec")
     return value
 
 
@@ -83,6 +126,7 @@ def _tag(value: str) -> str:
 
 
 RelativePath = Annotated[str, AfterValidator(_relative_path)]
+JobPath = Annotated[str, AfterValidator(_job_path)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
 Text = Annotated[str, AfterValidator(_no_nul)]
 Tag = Annotated[str, AfterValidator(_tag)]
@@ -97,14 +141,14 @@ class InputFile(_Model):
     """A local file staged into the job's working directory as ``name`` before the job starts."""
 
     source: Path
-    name: RelativePath
+    name: JobPath
 
 
 class OutputFile(_Model):
     """A file the job writes as ``name`` in its working directory, fetched to ``destination`` (default: ``name``),
     relative to the destination directory given to the fetch."""
 
-    name: RelativePath
+    name: JobPath
     destination: RelativePath | None = None
 
     @property
@@ -156,8 +200,8 @@ class JobSpec(_Model):
     environment: Environment = Field(default_factory=dict)
     input_files: list[InputFile] = Field(default_factory=list)
     output_files: list[OutputFile] = Field(default_factory=list)
-    stdout: RelativePath = "stdout.txt"
-    stderr: RelativePath = "stderr.txt"
+    stdout: JobPath = "stdout.txt"
+    stderr: JobPath = "stderr.txt"
     resources: Resources = Field(default_factory=Resources)
     container: Text | None = None
     tag: Tag | None = None

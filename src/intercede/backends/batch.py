@@ -25,7 +25,7 @@ from typing import Self, TypeVar
 from intercede.backends import outputs
 from intercede.backends.capabilities import LoadReport
 from intercede.backends.jobscript import SCRIPT, SECRETS, TAGFILE, render
-from intercede.backends.schedulers.base import BatchJob, NativeStatus, Scheduler, SubmitRequest
+from intercede.backends.schedulers.base import BatchJob, NativeStatus, PurgingScheduler, Scheduler, SubmitRequest
 from intercede.backends.transports.base import Transport
 from intercede.errors import (
     AuthenticationError,
@@ -229,10 +229,14 @@ class BatchBackend:
         return [_outcome(i, jobs.get(i), failed) for i in job_ids]
 
     async def purge(self, job_ids: Sequence[str]) -> list[Outcome]:
-        """Remove each job's working directory. Idempotent: purging a purged job succeeds."""
+        """Remove each job's working directory (and, for a :class:`PurgingScheduler`, end every process left of the
+        job first). Idempotent: purging a purged job succeeds."""
         jobs = {i: j for i in job_ids if (j := self._job(i)) is not None}
         for chunk in _chunks(list(jobs.values()), self.chunk):
-            await self._run(["rm", "-rf", "--", *(j.workdir for j in chunk)])
+            if isinstance(self.scheduler, PurgingScheduler):
+                await self._run(self.scheduler.purge_argv(chunk))
+            else:
+                await self._run(["rm", "-rf", "--", *(j.workdir for j in chunk)])
         for job_id in jobs:
             self._last_seen.pop(job_id, None)
             self._purged.add(job_id)
