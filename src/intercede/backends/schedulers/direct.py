@@ -72,7 +72,7 @@ _LAUNCH = (
 #   "pid (comm) state ppid pgrp ...": the fields after the last ") " (comm may hold anything). `cd -P` resolves both
 #   directories without a fork.
 # leader PID DIR: PID is the job's leader (see the module docstring): ours, and leading its own process group.
-# uid DIR: DIR's name is a job uid (16 hex digits; sets u), so unquoted lists of uids split into exactly the words meant.
+# uid DIR: DIR's name is a job uid (16 hex digits; sets u), so unquoted lists of uids split into exactly their words.
 # swept UID...: the /proc/<pid>/environ of every process carrying one of the jobs' markers (grep's status is 2 when a
 #   process ended while it looked, so callers test the output, never the status).
 # reap SIGNAL UID...: send SIGNAL to every process swept; SIGKILL repeats the sweep (up to 10 times) until none is left,
