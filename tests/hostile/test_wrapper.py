@@ -24,9 +24,9 @@ from intercede.backends.transports.local import LocalTransport
 from intercede.backends.transports.ssh import SSHEndpoint, SSHTransport
 from intercede.errors import InvalidSpecError
 from intercede.model import Copy, InputFile, JobSpec, JobState, OutputFile, parse_spec
+from stacks.ssh_stack import SSHStack
 from tests.contract.conftest import SlurmStacks, local_root, slurm_stacks, sshd_stack  # noqa: F401
 from tests.contract.waiting import until_terminal
-from stacks.ssh_stack import SSHStack
 
 pytestmark = pytest.mark.hostile
 
