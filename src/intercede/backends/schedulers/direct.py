@@ -104,14 +104,17 @@ reap() {{
 
 # Checks .exitcode again after a failed liveness check: the payload may end between the two. `read` instead of `cat`
 # saves a fork per job, and a directory purged while we look is skipped (absent) rather than half-printed. A job whose
-# leader is gone may still have processes (a cancel taking effect, a leader killed from outside): they are looked up
-# among every job's processes, swept once per command and only when a job needs it.
+# leader is gone may still have processes (a cancel taking effect, a leader killed from outside): the marker entries
+# of every process are read once per command (one pipeline, only when a job needs them) and matched exactly.
 _STATUS = _COMMON + f"""
+nl='
+'
 all=-
 lingers() {{
   uid "$1" || return 1
-  [ "$all" = - ] && all=$(grep -l -F {_MARK}= /proc/[0-9]*/environ 2>/dev/null)
-  [ -n "$all" ] && grep -q -F "{_MARK}=$u" $all 2>/dev/null
+  [ "$all" = - ] && all="$nl$(cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep "^{_MARK}=")$nl"
+  case $all in *"${{nl}}{_MARK}=$u$nl"*) return 0;; esac
+  return 1
 }}
 while [ $# -ge 2 ]; do d=$1; p=$2; shift 2
   [ -d "$d" ] || continue
