@@ -17,8 +17,9 @@ which searches the system's default path, never ``$PATH``) run in the environmen
 paths are the literal working directory, never ``$PWD``.
 
 The payload's environment is, in this order (later entries win): the environment the job was started with (Direct:
-the clean one below; Slurm: what ``sbatch`` propagates, by default the environment of the submitting shell — over SSH
-the login environment of the resource's account, never the service's — plus Slurm's own ``SLURM_*`` variables),
+the clean one below; a batch system: what it gives its jobs — Slurm's ``sbatch``, called without ``--export``, passes
+the environment of the shell that submits, over SSH the login environment of the resource's account and never the
+service's, plus Slurm's own ``SLURM_*`` variables),
 ``PWD`` (the working directory; ``OLDPWD`` is removed), the spec's ``environment``, the copy's ``variables``,
 ``<KEY>_FILE`` (absolute path of each secret's file) and ``INTERCEDE_JOB`` (the job's uid, marking every process of the
 job: Direct's cancel and purge find them by it).

@@ -128,8 +128,7 @@ while [ $# -ge 2 ]; do d=$1; p=$2; shift 2
 done
 """
 
-# "$1" the killer's script, "$2" the grace in seconds, then (directory, pid) pairs. The killer runs detached (its own
-# session, every descriptor on /dev/null, so neither sshd nor a local caller waits for it) with the same arguments.
+# "$1" the grace in seconds, then the cancel's (directory, pid) pairs: SIGKILL for what is left of each job cancelled.
 _KILLER = _COMMON + f"""
 sleep "$1"; shift; us=
 while [ $# -ge 2 ]; do d=$1; p=$2; shift 2
@@ -140,6 +139,8 @@ done
 reap KILL $us
 """
 
+# "$1" the killer's script, "$2" the grace in seconds, then (directory, pid) pairs. SIGTERM now; the killer runs
+# detached (its own session, every descriptor on /dev/null, so neither sshd nor a local caller waits for it).
 _CANCEL = _COMMON + f"""
 one() {{
   if [ ! -d "$1" ]; then printf '%s unknown\\n' "$2"; return; fi
