@@ -4,8 +4,8 @@ It keeps the set of job ids the reconciler tracks on this CE (:meth:`track_only`
 change; a job whose final state the reconciler recorded is dropped) and runs ONE batched status poll per interval for
 all of them (the backend chunks the ids), caching each job's latest status with a change counter so the reconciler
 pulls only what changed (:meth:`changes`). A failed poll marks the CE unreachable and backs off exponentially; it never
-marks a job failed. Every other call (submit, cancel, fetch, ...) is forwarded to the backend under a bounded concurrency,
-and timed. Health and latency figures come from :meth:`health`.
+marks a job failed. Every other call (submit, cancel, fetch, ...) is forwarded to the backend under a bounded
+concurrency, and timed. Health and latency figures come from :meth:`health`.
 """
 
 from __future__ import annotations
