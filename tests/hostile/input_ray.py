@@ -47,7 +47,8 @@ def _stop(namespace: str) -> None:
 
 @pytest.fixture
 async def intercede_on_ray(tmp_path: Path) -> AsyncIterator[Running]:
-    """An intercede over the embedded local CE (fast ticks and polls), on a real local Ray instance."""
+    """An intercede over the embedded local CE (fast ticks and polls; a cancelled job's files are kept 1 s), on a real
+    local Ray instance."""
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, namespace="intercede-tests", include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
@@ -55,7 +56,7 @@ async def intercede_on_ray(tmp_path: Path) -> AsyncIterator[Running]:
     ce = base.ce[0].model_copy(update={"poll_interval": 0.2})
     namespace = f"intercede-h4-{secrets.token_hex(4)}"
     settings = Settings.model_validate(base.model_dump() | {"tick_interval": 0.1, "ce": [ce.model_dump()],
-                                                            "namespace": namespace})
+                                                            "namespace": namespace, "purge_cancelled_after": 1.0})
     ic = Intercede.start(settings)
     await ic.stats()  # the actors exist and answer
     assert ray.get_actor(ce_actor_name("local"), namespace=namespace) is not None

@@ -86,12 +86,19 @@ def test_backoff_and_permanent_errors_hold_every_action() -> None:
     assert step(Phase.FORGOTTEN, Progress(job_id="7", permanent_error="refused")) is None
 
 
-def test_a_cancelled_key_whose_job_ended_is_purged_once() -> None:
-    for state in (JobState.ABORTED, JobState.DONE, JobState.FAILED):  # killed, or it ended before the cancel
+def test_a_cancelled_key_whose_job_ended_is_purged_once_its_files_were_kept_long_enough() -> None:
+    keep = POLICY.purge_cancelled_after
+    for state in (JobState.ABORTED, JobState.DONE, JobState.FAILED):
         ended = Progress(job_id="7", submit_intent=True, state=state, cancel_sent_at=NOW - 1)
-        assert step(Phase.CANCELLED, ended) == Purge("k", "7")
-        assert step(Phase.CANCELLED, ended.with_purged()) is None
-    assert step(Phase.CANCELLED, Progress(job_id="7", state=JobState.RUNNING, cancel_sent_at=NOW - 1)) is None
+        assert step(Phase.CANCELLED, ended) is None  # a collect may still fetch its outputs
+        assert wake_at(want(Phase.CANCELLED), ended, POLICY) == NOW - 1 + keep
+        assert step(Phase.CANCELLED, ended, NOW - 1 + keep) == Purge("k", "7")
+        assert step(Phase.CANCELLED, ended.with_purged(), NOW + keep) is None
+        assert wake_at(want(Phase.CANCELLED), ended.with_purged(), POLICY) is None
+    ended_before_any_cancel = Progress(job_id="7", state=JobState.DONE)
+    assert step(Phase.CANCELLED, ended_before_any_cancel) == Purge("k", "7")
+    assert step(Phase.CANCELLED, Progress(job_id="7", state=JobState.RUNNING, cancel_sent_at=NOW - 1), NOW + keep) \
+        == Cancel("k", "7")  # a job still running is cancelled again, never purged
 
 
 def test_forgetting_a_key_with_nothing_at_the_resource_completes_despite_a_permanent_error() -> None:

@@ -368,7 +368,6 @@ async def test_cancel_is_sent_once_then_resent_only_after_the_backoff(tmp_path: 
     assert await rec.tick() == [Cancel("k", job_id)]
     rec.observe(CE, [JobStatus(job_id=job_id, state=JobState.ABORTED)])
     world.clock.advance(100)
-    assert await rec.tick() == [Purge("k", job_id)]  # ended: nothing of it is kept at the CE
     assert await rec.tick() == []
 
 

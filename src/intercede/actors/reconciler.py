@@ -27,7 +27,7 @@ from intercede.actors.gateway import ActorGateway
 from intercede.actors.seam import RaySeam, Seam
 from intercede.actors.settings import Settings
 from intercede.model import JobSpec
-from intercede.reconcile import Journal, KeyRow, Phase, Reconciler
+from intercede.reconcile import Journal, KeyRow, Phase, Reconciler, RetryPolicy
 from intercede.reconcile.gateway import CEGateway
 
 __all__ = ["ActionRecord", "JobRequest", "ReconcilerActor", "ce_actor_name", "reconciler_name"]
@@ -76,7 +76,8 @@ class ReconcilerActor:
             gateway: CEGateway = ActorGateway(self._seam, handle)
             gateways[name] = CrashingGateway(gateway, fault_plan) if fault_plan else gateway
         self._budget = {c.name: c.submits_per_tick for c in settings.ce}
-        self.reconciler = Reconciler(Journal(settings.journal_path), gateways)
+        policy = RetryPolicy(purge_cancelled_after=settings.purge_cancelled_after)
+        self.reconciler = Reconciler(Journal(settings.journal_path), gateways, policy=policy)
         self._cursors: dict[str, tuple[str, int]] = {name: ("", 0) for name in self._ces}
         self._actions: deque[ActionRecord] = deque(maxlen=1000)
         self._loop: asyncio.Task[None] | None = None

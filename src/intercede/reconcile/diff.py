@@ -4,7 +4,8 @@ For one key the plan follows a fixed progression (each step is planned only once
 
     RUNNING     Submit | Adopt                                   (until a job id is known)
     CANCELLED   Adopt (an intent without a job id)  -> Cancel while not terminal (resent after cancel_resend_after)
-                -> Purge                                         (no job ever: nothing)
+                -> Purge, purge_cancelled_after the cancel was sent (at once if the job ended before any cancel)
+                                                                 (no job ever: nothing)
     COLLECTED   Submit | Adopt -> (wait for terminal) -> Fetch -> Purge
     FORGOTTEN   Adopt -> Cancel while not terminal -> Purge -> Forget     (no job ever: Forget at once)
 
@@ -92,13 +93,23 @@ def decide(desired: Desired, progress: Progress, now: float, policy: RetryPolicy
         return None if progress.purged else Purge(key, job_id)
     if phase is Phase.FORGOTTEN:
         return Forget(key) if progress.purged else Purge(key, job_id)
-    # CANCELLED and terminal: nothing may run any more, so nothing of the job is worth keeping at the resource.
-    return None if progress.purged else Purge(key, job_id)
+    # CANCELLED and terminal: nothing may run any more. Its files are kept a while (a collect may still want them),
+    # then purged: left alone they would stay at the resource forever.
+    if progress.purged or now < _purge_cancelled_at(progress, policy):
+        return None
+    return Purge(key, job_id)
+
+
+def _purge_cancelled_at(progress: Progress, policy: RetryPolicy) -> float:
+    if progress.cancel_sent_at is None:
+        return float("-inf")  # it ended before any cancel was sent: nothing to wait for
+    return progress.cancel_sent_at + policy.purge_cancelled_after
 
 
 def wake_at(desired: Desired, progress: Progress, policy: RetryPolicy) -> float | None:
     """The time from which :func:`decide` may plan something only because time passed (a backoff ends, a cancel is
-    due again), or None if time alone never changes the plan. Lets a caller re-diff a key only when it is due."""
+    due again, a cancelled job's files are due for purging), or None if time alone never changes the plan. Lets a
+    caller re-diff a key only when it is due."""
     if progress.permanent_error is not None:
         return progress.next_attempt_at if _forgettable_anyway(desired, progress) else None
     gates: list[float] = []
@@ -107,6 +118,9 @@ def wake_at(desired: Desired, progress: Progress, policy: RetryPolicy) -> float 
     if (progress.cancel_sent_at is not None and progress.job_id is not None and not progress.terminal
             and desired.phase in (Phase.CANCELLED, Phase.FORGOTTEN)):
         gates.append(progress.cancel_sent_at + policy.cancel_resend_after)
+    if (progress.cancel_sent_at is not None and progress.job_id is not None and progress.terminal
+            and not progress.purged and desired.phase is Phase.CANCELLED):
+        gates.append(_purge_cancelled_at(progress, policy))
     # Both gates must be open for a resend, so the later one is when it can happen.
     return max(gates) if gates else None
 
