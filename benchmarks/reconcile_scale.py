@@ -337,7 +337,7 @@ def main() -> None:
                  f"total. Load average (1 min) of this machine: {load_start:.1f} before the first round, "
                  f"{os.getloadavg()[0]:.1f} after the last."]
         print(body[-2])
-        print(f"ratio: {run.ratio:.2f}")
+        print(body[-1])
     if not args.no_doc:
         _report.write_section(HEADING, "\n\n".join(body))
         print(f"written to {_report.DOC}")
