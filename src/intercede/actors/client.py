@@ -108,8 +108,9 @@ class Intercede:
                 bar.update(len(jobs[i:i + batch]))
 
     async def cancel(self, keys: Sequence[str]) -> None:
-        """Cancel each key's job, then purge it at the CE. :class:`UnknownKeyError` names keys never declared (and
-        nothing is changed)."""
+        """Cancel each key's job; its files at the CE are purged ``purge_cancelled_after`` seconds later (a
+        :meth:`collect` before then still gets them). :class:`UnknownKeyError` names keys never declared (and nothing
+        is changed)."""
         await self._call("cancel", list(keys))
 
     async def collect(self, keys: Sequence[str], destination: Path) -> None:

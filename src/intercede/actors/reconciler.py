@@ -157,8 +157,8 @@ class ReconcilerActor:
         return self.reconciler.check_declarations(jobs)
 
     async def cancel(self, keys: Sequence[str]) -> None:
-        """Cancel each key's job, then purge it at the CE. All or nothing: :class:`UnknownKeyError` names the keys
-        never declared."""
+        """Cancel each key's job; it is purged at the CE ``settings.purge_cancelled_after`` seconds later. All or
+        nothing: :class:`UnknownKeyError` names the keys never declared."""
         self.reconciler.set_phases(keys, Phase.CANCELLED)
 
     async def collect(self, keys: Sequence[str], destination: Path) -> None:

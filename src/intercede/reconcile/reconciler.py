@@ -171,7 +171,8 @@ class Reconciler:
             raise InvalidSpecError(f"job key {new.key!r} is {what} with a different spec")
 
     def cancel(self, key: str) -> Desired:
-        """Want the key's job cancelled (a key never submitted will not be), then its remote state purged."""
+        """Want the key's job cancelled (a key never submitted will not be); once it has ended, its remote files are
+        purged ``policy.purge_cancelled_after`` seconds after the cancel (until then a collect still gets them)."""
         return self.set_phases([key], Phase.CANCELLED)[0]
 
     def collect(self, key: str, destination: Path) -> Desired:
