@@ -43,7 +43,7 @@ def test_an_invalid_spec_never_quotes_a_secret_in_its_message_traceback_or_logs(
 
 def test_a_spec_built_directly_never_quotes_a_secret_either(caplog: pytest.LogCaptureFixture) -> None:
     with pytest.raises(ValidationError) as info:
-        JobSpec(executable="/bin/true", copies={"secrets": {"TOKEN": SECRET}})  # type: ignore[arg-type]
+        JobSpec(executable="/bin/true", copies={"secrets": {"TOKEN": SECRET}})
     assert SECRET not in _everything_said(info.value, caplog)
 
 
@@ -65,6 +65,6 @@ def test_lone_surrogates_are_refused_at_validation_naming_the_field(field: str, 
 
 def test_valid_unicode_is_still_accepted_byte_exact() -> None:
     spec = JobSpec(executable="/bin/echo", arguments=["héllo", "日本", "emoji \U0001f600"],
-                   environment={"GREETING": "grüß"}, copies=[Copy(secrets={"TOKEN": "pässwörd"})])  # type: ignore[dict-item]
+                   environment={"GREETING": "grüß"}, copies=[Copy(secrets={"TOKEN": "pässwörd"})])
     assert spec.arguments[2] == "emoji \U0001f600"
     assert spec.copies[0].secrets["TOKEN"].get_secret_value() == "pässwörd"
