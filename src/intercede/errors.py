@@ -7,6 +7,7 @@ operation failed; per-job problems come back as outcomes, never as exceptions.
 
     IntercedeError
      ├── InvalidSpecError            the job description or configuration is wrong        (permanent)
+     │    └── UnknownKeyError        a job key that was never declared (or is forgotten)
      ├── UnsupportedError            the backend lacks the capability asked for           (permanent)
      ├── AuthenticationError         credentials missing, rejected or expired; host key   (permanent)
      │    └── HostKeyError           unknown or changed SSH host key: never accepted
@@ -38,6 +39,7 @@ __all__ = [
     "OutputBoundError",
     "TimeoutError",
     "TransferError",
+    "UnknownKeyError",
     "UnsupportedError",
     "is_temporary",
 ]
@@ -49,6 +51,14 @@ class IntercedeError(Exception):
 
 class InvalidSpecError(IntercedeError, ValueError):
     """A job description or a configuration is invalid; retrying cannot help."""
+
+
+class UnknownKeyError(InvalidSpecError, KeyError):
+    """A request named job keys that were never declared (or were forgotten since); the message names them.
+    Also a ``KeyError``, as a lookup by key is."""
+
+    def __str__(self) -> str:
+        return Exception.__str__(self)  # KeyError's own would quote the message
 
 
 class UnsupportedError(IntercedeError):

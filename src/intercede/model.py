@@ -119,6 +119,23 @@ def _no_nul(value: str) -> str:
     return value
 
 
+def _unicode(value: str, what: str = "") -> str:
+    """Refuse lone surrogates (``'\\udcff'``, what ``os.fsdecode`` makes of undecodable bytes): they cannot be encoded
+    as UTF-8, so they could never reach the job's command line, environment or files."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        shown = "" if what else f" ({value[exc.start]!r})"
+        raise ValueError(f"must be valid Unicode text: {what or 'it'} has a lone surrogate{shown} at character "
+                         f"{exc.start}, which cannot be encoded as UTF-8") from None
+    return value
+
+
+def _secret_unicode(value: SecretStr) -> SecretStr:
+    _unicode(value.get_secret_value(), "the secret")  # the message never shows the value, not even one character
+    return value
+
+
 def _tag(value: str) -> str:
     if not _TAG.match(value):
         raise ValueError(f"tags are 1-128 characters of [A-Za-z0-9._:-], starting alphanumeric; got {value!r}")
@@ -128,13 +145,15 @@ def _tag(value: str) -> str:
 RelativePath = Annotated[str, AfterValidator(_relative_path)]
 JobPath = Annotated[str, AfterValidator(_job_path)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
-Text = Annotated[str, AfterValidator(_no_nul)]
+Text = Annotated[str, AfterValidator(_no_nul), AfterValidator(_unicode)]
+Secret = Annotated[SecretStr, AfterValidator(_secret_unicode)]
 Tag = Annotated[str, AfterValidator(_tag)]
 Environment = dict[EnvName, Text]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # hide_input_in_errors: a validation error quotes no input, which may be (or contain) a copy's secrets.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
 
 class InputFile(_Model):
@@ -183,7 +202,7 @@ class Copy(_Model):
     """
 
     variables: Environment = Field(default_factory=dict)
-    secrets: dict[EnvName, SecretStr] = Field(default_factory=dict)
+    secrets: dict[EnvName, Secret] = Field(default_factory=dict)
 
 
 class JobSpec(_Model):
@@ -230,7 +249,10 @@ def parse_spec(data: Any) -> JobSpec:
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
-        raise InvalidSpecError(str(exc)) from exc
+        # Built from the locations and reasons only: the inputs may hold secrets.
+        problems = [f"{'.'.join(str(p) for p in err['loc']) or '(spec)'}: {err['msg']}"
+                    for err in exc.errors(include_input=False, include_url=False)]
+        raise InvalidSpecError(f"invalid job spec ({len(problems)} problem(s)): {'; '.join(problems)}") from exc
 
 
 class JobState(enum.StrEnum):

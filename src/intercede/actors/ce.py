@@ -1,10 +1,11 @@
 """CEActor: the one owner of a Computing Element's backend. A plain class; :mod:`.wiring` makes it a Ray actor.
 
-It keeps the set of job ids the reconciler tracks on this CE and runs ONE batched status poll per interval for all of
-them (the backend chunks the ids), caching each job's latest status with a change counter so the reconciler pulls only
-what changed (:meth:`changes`). A failed poll marks the CE unreachable and backs off exponentially; it never marks a
-job failed. Every other call (submit, cancel, fetch, ...) is forwarded to the backend under a bounded concurrency,
-and timed. Health and latency figures come from :meth:`health`.
+It keeps the set of job ids the reconciler tracks on this CE (:meth:`track_only`: the ids whose state can still
+change; a job whose final state the reconciler recorded is dropped) and runs ONE batched status poll per interval for
+all of them (the backend chunks the ids), caching each job's latest status with a change counter so the reconciler
+pulls only what changed (:meth:`changes`). A failed poll marks the CE unreachable and backs off exponentially; it never
+marks a job failed. Every other call (submit, cancel, fetch, ...) is forwarded to the backend under a bounded
+concurrency, and timed. Health and latency figures come from :meth:`health`.
 """
 
 from __future__ import annotations
@@ -87,6 +88,17 @@ class CEActor:
     async def track(self, job_ids: Sequence[str]) -> None:
         """Poll these ids from now on (idempotent)."""
         self._tracked.update(job_ids)
+
+    async def track_only(self, job_ids: Sequence[str]) -> None:
+        """Poll exactly these ids from now on: every other id is untracked and its cached status dropped.
+
+        The reconciler sends the ids whose state can still change, so a job whose final state it has recorded (or
+        that it purged or forgot) stops being polled: finished jobs nobody collects would otherwise be polled
+        forever. Level-triggered: after a restart of either actor the next call sets the right set again."""
+        keep = set(job_ids)
+        for job_id in self._tracked - keep:
+            self._cache.pop(job_id, None)
+        self._tracked = keep
 
     async def untrack(self, job_ids: Sequence[str]) -> None:
         """Stop polling these ids and drop their cached status."""

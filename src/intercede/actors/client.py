@@ -25,7 +25,7 @@ from intercede.actors.reconciler import ActionRecord, JobRequest, ReconcilerActo
 from intercede.actors.seam import LocalSeam, RaySeam, Seam
 from intercede.actors.settings import Settings
 from intercede.backends.capabilities import LoadReport
-from intercede.errors import ConnectivityError, IntercedeError, TimeoutError
+from intercede.errors import ConnectivityError, InvalidSpecError, TimeoutError, UnknownKeyError
 
 __all__ = ["Intercede"]
 
@@ -82,20 +82,45 @@ class Intercede:
         return await self._seam.call(self._handle, method, *args)
 
     async def declare(self, jobs: Sequence[JobRequest], *, batch: int = 500, progress: bool = True) -> None:
-        """Declare jobs in batches, with a progress bar."""
+        """Declare jobs in batches, with a progress bar. All or nothing: every job is checked before any is declared,
+        and :class:`InvalidSpecError` names each refused one (a bad key or CE, another spec for a known key, a key
+        being forgotten). Should a later batch still be refused (another client declared the same keys meanwhile),
+        the error says how many jobs, and which keys, were declared before it."""
+        jobs = list(jobs)
+        if len(jobs) > batch:  # one batch is checked and applied atomically by the actor itself
+            problems: list[str] = []
+            for i in range(0, len(jobs), batch):
+                problems += await self._call("check_declare", jobs[i:i + batch])
+            if problems:
+                shown = "; ".join(problems[:10]) + (f"; ... and {len(problems) - 10} more" if len(problems) > 10
+                                                    else "")
+                raise InvalidSpecError(f"declare refused for {len(problems)} of {len(jobs)} job(s), nothing was "
+                                       f"declared: {shown}")
         with tqdm(total=len(jobs), desc="declare", unit="job", disable=not progress) as bar:
             for i in range(0, len(jobs), batch):
-                await self._call("declare", list(jobs[i:i + batch]))
+                try:
+                    await self._call("declare", jobs[i:i + batch])
+                except InvalidSpecError as exc:
+                    if i == 0:
+                        raise
+                    raise InvalidSpecError(f"{exc}; the first {i} job(s) were declared (keys {jobs[0].key!r} to "
+                                           f"{jobs[i - 1].key!r}), the rest were not") from exc
                 bar.update(len(jobs[i:i + batch]))
 
     async def cancel(self, keys: Sequence[str]) -> None:
+        """Cancel each key's job; its files at the CE are purged ``purge_cancelled_after`` seconds later (a
+        :meth:`collect` before then still gets them). :class:`UnknownKeyError` names keys never declared (and nothing
+        is changed)."""
         await self._call("cancel", list(keys))
 
     async def collect(self, keys: Sequence[str], destination: Path) -> None:
-        """Ask for each key's outputs under ``destination/<key>``; :meth:`wait` with ``until="collected"``."""
+        """Ask for each key's outputs under ``destination/<key>``; :meth:`wait` with ``until="collected"``.
+        :class:`UnknownKeyError` names keys never declared (and nothing is changed)."""
         await self._call("collect", list(keys), destination.absolute())  # noqa: ASYNC240 - no I/O
 
     async def forget(self, keys: Sequence[str]) -> None:
+        """Cancel, purge and drop each key. :class:`UnknownKeyError` names keys never declared (and nothing is
+        changed)."""
         await self._call("forget", list(keys))
 
     async def rows(self) -> list[dict[str, Any]]:
@@ -145,7 +170,7 @@ class Intercede:
                 rows = [r for r in await self.rows() if r["key"] in wanted]
                 unknown = wanted - {r["key"] for r in rows}
                 if unknown:
-                    raise IntercedeError(f"never declared: {sorted(unknown)[:10]}")
+                    raise UnknownKeyError(f"never declared: {sorted(unknown)[:10]}")
                 settled = [r for r in rows if _settled(r, until)]
                 bar.update(len(settled) - bar.n)
                 if len(settled) == len(rows):

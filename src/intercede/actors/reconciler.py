@@ -1,8 +1,9 @@
 """ReconcilerActor: the loop that never dies, around :class:`~intercede.reconcile.Reconciler`. A plain class.
 
 Each step pulls what changed from every CE actor (one cheap call each: the CE actors poll the resources on their own
-schedule), feeds it to the reconciler, tells each CE actor which ids to track, then runs one reconcile tick. Every
-step is caught, logged and timed; the loop sleeps and goes on. Ray restarts the actor after a crash and retries its
+schedule), feeds it to the reconciler, tells each CE actor which ids to track (those not yet terminal: a job whose
+final state is recorded stops being polled), then runs one reconcile tick. Every step is caught, logged and timed;
+the loop sleeps and goes on. Ray restarts the actor after a crash and retries its
 ``run_forever`` call, and the new instance resumes from the journal.
 
 The WMS-facing methods (``declare``, ``cancel``, ``collect``, ``forget``) journal before they return.
@@ -26,7 +27,7 @@ from intercede.actors.gateway import ActorGateway
 from intercede.actors.seam import RaySeam, Seam
 from intercede.actors.settings import Settings
 from intercede.model import JobSpec
-from intercede.reconcile import Journal, KeyRow, Phase, Reconciler
+from intercede.reconcile import Journal, KeyRow, Phase, Reconciler, RetryPolicy
 from intercede.reconcile.gateway import CEGateway
 
 __all__ = ["ActionRecord", "JobRequest", "ReconcilerActor", "ce_actor_name", "reconciler_name"]
@@ -75,7 +76,8 @@ class ReconcilerActor:
             gateway: CEGateway = ActorGateway(self._seam, handle)
             gateways[name] = CrashingGateway(gateway, fault_plan) if fault_plan else gateway
         self._budget = {c.name: c.submits_per_tick for c in settings.ce}
-        self.reconciler = Reconciler(Journal(settings.journal_path), gateways)
+        policy = RetryPolicy(purge_cancelled_after=settings.purge_cancelled_after)
+        self.reconciler = Reconciler(Journal(settings.journal_path), gateways, policy=policy)
         self._cursors: dict[str, tuple[str, int]] = {name: ("", 0) for name in self._ces}
         self._actions: deque[ActionRecord] = deque(maxlen=1000)
         self._loop: asyncio.Task[None] | None = None
@@ -133,7 +135,8 @@ class ReconcilerActor:
                 # A CE actor instance this loop has not seen yet: Ray restarted it (a crash, its node died) and its
                 # __init__ ran again, so its poll loop is not running. Without this it would never poll again.
                 await self._seam.call(handle, "start")
-            await self._seam.call(handle, "track", self.reconciler.tracked_job_ids(name))
+            # Exactly the ids whose state can still change: jobs whose final state is recorded stop being polled.
+            await self._seam.call(handle, "track_only", self.reconciler.tracked_job_ids(name))
         except Exception as exc:  # noqa: BLE001 - a CE actor that cannot answer makes its CE unreachable, no more
             log.warning("CE actor %s did not answer: %s", name, exc)
             self.reconciler.set_reachable(name, False)
@@ -145,23 +148,28 @@ class ReconcilerActor:
     # -- the WMS's API ----------------------------------------------------------------------------------------
 
     async def declare(self, jobs: Sequence[JobRequest]) -> int:
-        """Declare keys (idempotent for the same spec; a different spec for a known key is refused)."""
-        for job in jobs:
-            self.reconciler.declare(job.key, job.ce, job.spec, job.phase, job.destination)
-        return len(jobs)
+        """Declare keys, all or nothing (idempotent for the same spec). :class:`InvalidSpecError` names every refused
+        job (bad key or CE, another spec for a known key, a key being forgotten) and nothing is declared."""
+        return len(self.reconciler.declare_many(jobs))
+
+    async def check_declare(self, jobs: Sequence[JobRequest]) -> list[str]:
+        """What :meth:`declare` would refuse in ``jobs``, one line per refused job; declares nothing."""
+        return self.reconciler.check_declarations(jobs)
 
     async def cancel(self, keys: Sequence[str]) -> None:
-        for key in keys:
-            self.reconciler.cancel(key)
+        """Cancel each key's job; it is purged at the CE ``settings.purge_cancelled_after`` seconds later. All or
+        nothing: :class:`UnknownKeyError` names the keys never declared."""
+        self.reconciler.set_phases(keys, Phase.CANCELLED)
 
     async def collect(self, keys: Sequence[str], destination: Path) -> None:
-        """Fetch each key's outputs to ``destination/<key>`` once it is terminal, then purge it remotely."""
-        for key in keys:
-            self.reconciler.collect(key, destination / key)
+        """Fetch each key's outputs to ``destination/<key>`` once it is terminal, then purge it remotely. All or
+        nothing, as :meth:`cancel`."""
+        destinations = {key: destination / key for key in keys if isinstance(key, str)}
+        self.reconciler.set_phases(keys, Phase.COLLECTED, destinations)
 
     async def forget(self, keys: Sequence[str]) -> None:
-        for key in keys:
-            self.reconciler.forget(key)
+        """Cancel, purge and drop each key. All or nothing, as :meth:`cancel`."""
+        self.reconciler.set_phases(keys, Phase.FORGOTTEN)
 
     # -- queries ----------------------------------------------------------------------------------------------
 

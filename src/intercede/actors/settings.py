@@ -33,6 +33,7 @@ class Settings(BaseModel):
 
     data_dir: Path = Path("intercede-data")
     tick_interval: float = Field(1.0, gt=0)
+    purge_cancelled_after: float = Field(600.0, ge=0, allow_inf_nan=False)  # s a cancelled job's files are kept
     namespace: str = "intercede"
     ce: list[CEConfig] = Field(default_factory=list)
 
