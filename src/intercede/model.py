@@ -194,8 +194,8 @@ def _check_outputs(stdout: str, stderr: str, outputs: list[OutputFile]) -> None:
     owner = {stdout: "stdout", stderr: "stderr"}
     for o in outputs:
         if o.target in owner:
-            raise ValueError(f"output_files: {o.name!r} would be fetched to {o.target!r}, where {owner[o.target]} "
-                             "is written")
+            raise ValueError(f"output_files: {o.name!r} would be fetched to {o.target!r}, the same destination as "
+                             f"{owner[o.target]}")
         owner[o.target] = f"output {o.name!r}"
     for target, who in owner.items():
         parts = target.split("/")

@@ -129,6 +129,20 @@ async def test_a_directory_named_with_a_trailing_newline_that_links_outside_is_r
     assert not any(secret in content for content in _everything_under(tmp_path).values())
 
 
+async def test_a_job_directory_replaced_by_a_symlink_to_outside_is_refused_as_a_whole(
+        local_root: Path, tmp_path: Path) -> None:
+    async with BatchBackend(LocalTransport(), DirectScheduler(str(local_root)), str(local_root)) as backend:
+        outside, secret = await _outside(backend)
+        job_id, spec = await _finished(backend, "echo out", outputs=["secret"])
+        workdir = _workdir(backend, job_id)
+        (await backend.transport.run(_sh('mv "$1" "$1.moved" && ln -s "$2" "$1"', workdir, outside))).check()
+        with pytest.raises(OutputBoundError, match="no longer a real directory"):
+            await backend.fetch(job_id, spec, tmp_path)
+        with pytest.raises(OutputBoundError, match="no longer a real directory"):
+            await backend.peek(job_id, "secret")
+        assert not any(secret in content for content in _everything_under(tmp_path).values())
+
+
 # -- declared names that collide ---------------------------------------------------------------------------------------
 
 async def test_outputs_named_like_temporary_files_and_of_249_to_255_bytes_all_arrive(

@@ -19,9 +19,11 @@ Contract, on top of :class:`~intercede.backends.transports.base.Transport`:
   ``timeout`` bounds the command once its channel is open: past it the remote process is sent SIGKILL, the channel
   is closed and :class:`~intercede.errors.TimeoutError` is raised; the connection stays usable. (Only the process
   sshd started is signalled: a grandchild that ignores its closed pipes may outlive it.)
+* ``stream`` is ``run`` with stdout handed to the caller's sink as it arrives (asyncssh reads the channel in 64 KiB
+  chunks; nothing is kept); a sink that raises gets the remote process killed, as a timeout does.
 * ``put``/``get`` use one SFTP client per connection; a missing source raises
-  :class:`~intercede.errors.TransferError` naming the path; ``get`` writes to a temporary name beside ``local`` and
-  renames it, so a failed copy leaves no partial file. A whole-file copy is idempotent, so one that loses its
+  :class:`~intercede.errors.TransferError` naming the path; ``get`` writes to a short random temporary name beside ``local``
+  and renames it, so a failed copy leaves no partial file (and removing it never hides the copy's error). A whole-file copy is idempotent, so one that loses its
   connection is retried once on a new one (then :class:`~intercede.errors.ConnectivityError`).
 * Failing to connect: refused port, unreachable host or no answer within ``connect_timeout`` raise
   :class:`~intercede.errors.ConnectivityError` (the resource cannot be reached; a *connect* timeout is not a
