@@ -22,9 +22,10 @@ Contract, on top of :class:`~intercede.backends.transports.base.Transport`:
 * ``stream`` is ``run`` with stdout handed to the caller's sink as it arrives (asyncssh reads the channel in 64 KiB
   chunks; nothing is kept); a sink that raises gets the remote process killed, as a timeout does.
 * ``put``/``get`` use one SFTP client per connection; a missing source raises
-  :class:`~intercede.errors.TransferError` naming the path; ``get`` writes to a short random temporary name beside ``local``
-  and renames it, so a failed copy leaves no partial file (and removing it never hides the copy's error). A whole-file copy is idempotent, so one that loses its
-  connection is retried once on a new one (then :class:`~intercede.errors.ConnectivityError`).
+  :class:`~intercede.errors.TransferError` naming the path; ``get`` writes to a short random temporary name beside
+  ``local`` and renames it, so a failed copy leaves no partial file (and removing it never hides the copy's error).
+  A whole-file copy is idempotent, so one that loses its connection is retried once on a new one (then
+  :class:`~intercede.errors.ConnectivityError`).
 * Failing to connect: refused port, unreachable host or no answer within ``connect_timeout`` raise
   :class:`~intercede.errors.ConnectivityError` (the resource cannot be reached; a *connect* timeout is not a
   :class:`~intercede.errors.TimeoutError`, which is kept for commands and transfers that ran past their deadline).
