@@ -61,8 +61,9 @@ def _sh(script: str, *args: str) -> list[str]:
 
 
 async def _outside(backend: BatchBackend) -> tuple[str, bytes]:
-    """A directory outside every job's, holding ``secret`` and ``f`` (the same secret text): what must never arrive."""
-    where = f"/tmp/intercede-hostile-{secrets.token_hex(6)}"
+    """A directory outside every job's (beside them under the backend's root, so it goes with the stack's or the
+    session's files), holding ``secret`` and ``f`` (the same secret text): what must never arrive."""
+    where = f"{backend.root}/outside-{secrets.token_hex(6)}"
     secret = f"SECRET-{secrets.token_hex(8)}\n"
     (await backend.transport.run(_sh('mkdir -p "$1" && printf %s "$2" >"$1/secret" && cp "$1/secret" "$1/f"',
                                      where, secret))).check()
