@@ -214,7 +214,8 @@ async def test_20000_declared_outputs_are_listed_and_bounded_over_ssh(sshd_stack
             ["stdout.txt", "stderr.txt", names[0], names[10_000], names[19_999]])
         assert len(manifest.missing) == 19_997 and (tmp_path / "few" / names[19_999]).read_text() == "z\n"
         # All exist: the typed bound error, before anything is copied.
-        job_id, spec = await _finished(backend, "seq -f output-file-%05g.dat 0 19999 | xargs touch", outputs=names)
+        (await backend.transport.run(_sh('cd "$1" && seq -f output-file-%05g.dat 0 19999 | xargs touch',
+                                         _workdir(backend, job_id)))).check()
         with pytest.raises(OutputBoundError, match="20002 output files, over the bound of 1000"):
             await backend.fetch(job_id, spec, tmp_path / "all")
         assert not (tmp_path / "all").exists()

@@ -57,15 +57,13 @@ w=$PWD; shift 2
 
 # Then pairs (directory part, base name); one word per pair. Advisory only: each read checks everything again.
 _LIST = _ENTER + """
+kind() { if [ -L "$1" ]; then echo link; elif [ -f "$1" ]; then echo file; elif [ -e "$1" ]; then echo other
+         else echo missing; fi; }
 while [ $# -ge 2 ]; do
-  if [ -n "$1" ] && ! cd -P -- "$1" 2>/dev/null; then
-    if [ -e "$1" ]; then echo other; else echo missing; fi
+  if [ -z "$1" ]; then kind "$2"
+  elif ! cd -P -- "$1" 2>/dev/null; then if [ -e "$1" ]; then echo other; else echo missing; fi
   else
-    case "$PWD/" in
-      "$w/"*) if [ -L "$2" ]; then echo link; elif [ -f "$2" ]; then echo file
-              elif [ -e "$2" ]; then echo other; else echo missing; fi;;
-      *) echo escapes;;
-    esac
+    case "$PWD/" in "$w/"*) kind "$2";; *) echo escapes;; esac
     cd -P -- "$w" || exit 3
   fi
   shift 2
