@@ -117,6 +117,40 @@ async def test_a_file_grown_past_the_bound_after_the_listing_fails_typed_and_lea
     assert list((tmp_path / "dest").iterdir()) == []  # not even stdout.txt: a failed fetch leaves nothing
 
 
+class GrowingWhileRead(LocalTransport):
+    """A local transport under which ``path`` grows by ``extra`` bytes as soon as the first bytes of a streamed read
+    arrive: the reader (``dd``) is then still at most a pipe's and a buffer's worth (< 300 KiB) ahead of us."""
+
+    def __init__(self, path: Path, extra: int) -> None:
+        super().__init__()
+        self.path, self.extra = path, extra
+
+    async def stream(self, argv: Sequence[str], sink: Callable[[bytes], None], *,
+                     timeout: float | None = None) -> CommandResult:
+        grown = False
+
+        def first_then_grow(chunk: bytes) -> None:
+            nonlocal grown
+            if not grown:
+                grown = True
+                with self.path.open("ab") as f:
+                    f.write(bytes(self.extra))
+            sink(chunk)
+
+        return await super().stream(argv, first_then_grow, timeout=timeout)
+
+
+async def test_a_file_growing_while_it_is_read_is_cut_at_the_bound_and_leaves_nothing(
+        local_root: Path, tmp_path: Path) -> None:
+    async with BatchBackend(LocalTransport(), DirectScheduler(str(local_root)), str(local_root)) as backend:
+        job_id, spec = await _finished(backend, "head -c 921600 /dev/zero > big.bin", outputs=["big.bin"])
+        big = Path(_workdir(backend, job_id)) / "big.bin"
+        backend.transport = GrowingWhileRead(big, 4 << 20)
+        with pytest.raises(OutputBoundError, match="grew while it was read"):
+            await backend.fetch(job_id, spec, tmp_path / "dest", OutputBounds(max_bytes=1 << 20))
+        assert list((tmp_path / "dest").iterdir()) == []
+
+
 async def test_a_directory_named_with_a_trailing_newline_that_links_outside_is_refused(
         hostile_backend: BatchBackend, tmp_path: Path) -> None:
     backend = hostile_backend
