@@ -16,7 +16,7 @@ operation failed; per-job problems come back as outcomes, never as exceptions.
      ├── CommandError                a command ran and failed (exit status, stderr)
      │    └── CommandNotFoundError   the remote program does not exist (exit 127)
      ├── TransferError               a file could not be copied (missing source, bad destination)
-     │    └── OutputBoundError       outputs exceed a bound or escape their destination
+     │    └── OutputBoundError       outputs exceed a bound, escape or collide in their destination (permanent)
      └── JournalError                the durable journal cannot be read or written
 
 ``temporary`` errors are retried with backoff by the reconciler and never fail a job; ``permanent`` ones surface to the
@@ -104,7 +104,8 @@ class TransferError(IntercedeError):
 
 
 class OutputBoundError(TransferError):
-    """Outputs exceed their byte or file-count bound, or a path would escape its destination."""
+    """Outputs exceed their byte or file-count bound, a path would escape its destination, or two outputs collide
+    in it. Permanent: fetching the same outputs again would hit the same bound."""
 
 
 class JournalError(IntercedeError):

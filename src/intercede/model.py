@@ -232,9 +232,7 @@ class JobSpec(_Model):
             raise ValueError("input_files: two inputs are staged under the same name")
         if self.stdout == self.stderr:
             raise ValueError("stdout and stderr must be different files")
-        targets = [f.target for f in self.output_files]
-        if len(set(targets)) != len(targets):
-            raise ValueError("output_files: two outputs are fetched to the same destination")
+        _check_outputs(self.stdout, self.stderr, self.output_files)
         return self
 
     def copy_tag(self, index: int) -> str | None:
@@ -242,6 +240,32 @@ class JobSpec(_Model):
         if self.tag is None:
             return None
         return self.tag if len(self.copies) == 1 else f"{self.tag}.{index}"
+
+
+def _check_outputs(stdout: str, stderr: str, outputs: list[OutputFile]) -> None:
+    """Refuse output declarations no fetch could honour: every fetched file needs its own file under the
+    destination (stdout and stderr are always fetched, under their own names)."""
+    seen: set[str] = set()
+    for o in outputs:
+        if o.name in seen:
+            raise ValueError(f"output_files: {o.name!r} is declared twice (one file, fetched once)")
+        seen.add(o.name)
+    for o in outputs:
+        if o.name in (stdout, stderr):
+            raise ValueError(f"output_files: {o.name!r} is the job's {'stdout' if o.name == stdout else 'stderr'}, "
+                             "which is always fetched: do not declare it as an output")
+    owner = {stdout: "stdout", stderr: "stderr"}
+    for o in outputs:
+        if o.target in owner:
+            raise ValueError(f"output_files: {o.name!r} would be fetched to {o.target!r}, the same destination as "
+                             f"{owner[o.target]}")
+        owner[o.target] = f"output {o.name!r}"
+    for target, who in owner.items():
+        parts = target.split("/")
+        for shorter in ("/".join(parts[:i]) for i in range(1, len(parts))):
+            if shorter in owner:
+                raise ValueError(f"output_files: {owner[shorter]} is fetched to the file {shorter!r}, which {who} "
+                                 f"needs as a directory ({target!r})")
 
 
 def parse_spec(data: Any) -> JobSpec:
