@@ -27,12 +27,13 @@ def _steps(result: Result) -> dict[str, str]:
 
 
 def test_the_embedded_local_ce_passes_every_step(tmp_path: Path) -> None:
-    result = intercede("ce", "check", "local", cwd=tmp_path, timeout=120)
+    result = intercede("ce", "check", "local", cwd=tmp_path, timeout=120, XDG_STATE_HOME=str(tmp_path / "state"))
     assert result.code == 0, result
     assert "OK: CE 'local' is usable" in result.out
     assert _steps(result) == {"configuration": "ok", "credentials": "ok", "reach": "skip", "authenticate": "ok",
                               "scheduler": "ok", "test job": "ok", "outputs": "ok", "clean up": "ok"}
-    assert list((tmp_path / "intercede-data/jobs").iterdir()) == []  # the test job left nothing behind
+    (jobs,) = (tmp_path / "state/intercede/jobs").iterdir()  # outside the data directory
+    assert list(jobs.iterdir()) == []  # the test job left nothing behind
 
 
 def test_a_local_ce_whose_root_cannot_be_created_fails_at_the_test_job(tmp_path: Path) -> None:
