@@ -1,4 +1,5 @@
-"""``intercede ce check``: the local CE, and a real Slurm 24.11 reached over SSH (good config, and each way it fails).
+"""``intercede ce check``: the local CE, a real Slurm 24.11 reached over SSH (good config, and each way it fails), and
+the HTCondor kinds (a schedd through the bindings, the CE stand-in), 25.x.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 
 from stacks.slurm_stack import SlurmStack, slurm_stack
 from tests.cli.conftest import Result, assert_user_error, intercede
+from tests.contract.cases_htcondor import CondorSetup, _setup
 
 pytestmark = pytest.mark.cli
 
@@ -116,3 +118,51 @@ def test_slurm_with_an_unpinned_host_key_fails_at_authenticate(slurm: SlurmStack
     result = intercede("ce", "check", "slurm", "--config", _slurm_config(tmp_path, slurm, known_hosts=empty),
                        cwd=tmp_path, timeout=120)
     assert_user_error(result, "FAILED: CE 'slurm' failed the authenticate step", "ssh-keyscan", code=1)
+
+
+# -- the HTCondor kinds: a real schedd (bindings) and the CE stand-in, 25.x ----------------------------------------
+
+
+def _condor_config(folder: Path, kind: str, setup: CondorSetup) -> Path:
+    stack = setup.stack
+    if kind == "htcondor":
+        body = f'kind = "htcondor"\npool = "{stack.pool}"\n'
+    else:  # the stand-in is reached by address: HTCondor cannot check its certificate's host name
+        body = (f'kind = "htcondor-ce"\nce = "{stack.host}"\nport = {stack.port}\nca_file = "{stack.ca_file()}"\n'
+                'config = { SSL_SKIP_HOST_CHECK = "true" }\n')
+    path = folder / "condor.toml"
+    path.write_text(f'[[ce]]\nname = "condor"\n{body}token_file = "{setup.token}"\nstaging = "{folder}/staging"\n')
+    return path
+
+
+@pytest.fixture(scope="module", params=["htcondor", "htcondor-ce"], ids=["htcondor-25.x", "htcondor-ce-25.x"])
+def condor(request: pytest.FixtureRequest) -> Iterator[tuple[str, CondorSetup]]:
+    kind = str(request.param)
+    for setup in _setup("25", "condor" if kind == "htcondor" else "condor_ce"):
+        yield kind, setup
+
+
+@pytest.mark.htcondor
+def test_an_htcondor_kind_passes_every_step(condor: tuple[str, CondorSetup], tmp_path: Path) -> None:
+    kind, setup = condor
+    result = intercede("ce", "check", "condor", "--config", _condor_config(tmp_path, kind, setup), cwd=tmp_path,
+                       timeout=300)
+    assert result.code == 0, result
+    assert "OK: CE 'condor' is usable" in result.out
+    steps = _steps(result)
+    # A CE does not expose its site's slots: no LoadReporter, so the scheduler step is skipped.
+    assert steps.pop("scheduler") == ("ok" if kind == "htcondor" else "skip"), result.out
+    assert set(steps.values()) == {"ok"}, result.out
+    assert re.search(r"authenticate\s+authenticated; the schedd runs \$CondorVersion: 25\.", result.out), result.out
+    assert re.search(r"test job\s+job \S+: Done, exit 0", result.out), result.out
+
+
+@pytest.mark.htcondor
+def test_an_htcondor_kind_with_a_missing_token_fails_at_credentials(condor: tuple[str, CondorSetup],
+                                                                    tmp_path: Path) -> None:
+    kind, setup = condor
+    config = _condor_config(tmp_path, kind, setup)
+    config.write_text(config.read_text().replace(str(setup.token), str(tmp_path / "no-token")))
+    result = intercede("ce", "check", "condor", "--config", config, cwd=tmp_path, timeout=120)
+    assert_user_error(result, "FAILED: CE 'condor' failed the credentials step",
+                      f"token_file file {tmp_path}/no-token does not exist", "its [[ce]] entry", code=1)
