@@ -13,8 +13,8 @@ import asyncssh
 import pytest
 
 from stacks.slurm_stack import SlurmStack, slurm_stack
-from tests.cli.conftest import Result, assert_user_error, intercede
-from tests.contract.cases_htcondor import CondorSetup, _setup
+from tests.cli.conftest import Result, assert_user_error, condor_config, intercede
+from tests.contract.cases_htcondor import CondorSetup
 
 pytestmark = pytest.mark.cli
 
@@ -123,29 +123,10 @@ def test_slurm_with_an_unpinned_host_key_fails_at_authenticate(slurm: SlurmStack
 # -- the HTCondor kinds: a real schedd (bindings) and the CE stand-in, 25.x ----------------------------------------
 
 
-def _condor_config(folder: Path, kind: str, setup: CondorSetup) -> Path:
-    stack = setup.stack
-    if kind == "htcondor":
-        body = f'kind = "htcondor"\npool = "{stack.pool}"\n'
-    else:  # the stand-in is reached by address: HTCondor cannot check its certificate's host name
-        body = (f'kind = "htcondor-ce"\nce = "{stack.host}"\nport = {stack.port}\nca_file = "{stack.ca_file()}"\n'
-                'config = { SSL_SKIP_HOST_CHECK = "true" }\n')
-    path = folder / "condor.toml"
-    path.write_text(f'[[ce]]\nname = "condor"\n{body}token_file = "{setup.token}"\nstaging = "{folder}/staging"\n')
-    return path
-
-
-@pytest.fixture(scope="module", params=["htcondor", "htcondor-ce"], ids=["htcondor-25.x", "htcondor-ce-25.x"])
-def condor(request: pytest.FixtureRequest) -> Iterator[tuple[str, CondorSetup]]:
-    kind = str(request.param)
-    for setup in _setup("25", "condor" if kind == "htcondor" else "condor_ce"):
-        yield kind, setup
-
-
 @pytest.mark.htcondor
 def test_an_htcondor_kind_passes_every_step(condor: tuple[str, CondorSetup], tmp_path: Path) -> None:
     kind, setup = condor
-    result = intercede("ce", "check", "condor", "--config", _condor_config(tmp_path, kind, setup), cwd=tmp_path,
+    result = intercede("ce", "check", "condor", "--config", condor_config(tmp_path, kind, setup), cwd=tmp_path,
                        timeout=300)
     assert result.code == 0, result
     assert "OK: CE 'condor' is usable" in result.out
@@ -161,7 +142,7 @@ def test_an_htcondor_kind_passes_every_step(condor: tuple[str, CondorSetup], tmp
 def test_an_htcondor_kind_with_a_missing_token_fails_at_credentials(condor: tuple[str, CondorSetup],
                                                                     tmp_path: Path) -> None:
     kind, setup = condor
-    config = _condor_config(tmp_path, kind, setup)
+    config = condor_config(tmp_path, kind, setup)
     config.write_text(config.read_text().replace(str(setup.token), str(tmp_path / "no-token")))
     result = intercede("ce", "check", "condor", "--config", config, cwd=tmp_path, timeout=120)
     assert_user_error(result, "FAILED: CE 'condor' failed the credentials step",

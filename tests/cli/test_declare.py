@@ -3,6 +3,7 @@ local jobs there cannot reach the journal by a relative path (issue 14 item 3)."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -12,18 +13,27 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import INTERCEDE, Result, Service, _wait_for_line, assert_user_error, environment, intercede
+from tests.cli.conftest import (
+    INTERCEDE,
+    Result,
+    Service,
+    _wait_for_line,
+    assert_user_error,
+    condor_config,
+    environment,
+    intercede,
+)
+from tests.contract.cases_htcondor import CondorSetup
 
 pytestmark = pytest.mark.cli
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """``intercede serve --address local`` in a temporary folder, its job directories under a private state dir."""
-    folder = tmp_path_factory.mktemp("serve")
+@contextlib.contextmanager
+def serving(folder: Path, *args: str | Path) -> Iterator[Service]:
+    """``intercede serve --address local ARGS`` in ``folder``, its job directories under a private state dir."""
     out, err = folder / "stdout.txt", folder / "stderr.txt"
     with out.open("wb") as o, err.open("wb") as e:
-        process = subprocess.Popen([INTERCEDE, "serve", "--address", "local"], cwd=folder,
+        process = subprocess.Popen([INTERCEDE, "serve", "--address", "local", *map(str, args)], cwd=folder,
                                    env=environment(XDG_STATE_HOME=str(folder / "state")), stdout=o, stderr=e)
     try:
         address = _wait_for_line(out, r"Ray cluster at (\S+),", process, 120).group(1)
@@ -36,6 +46,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The service on the embedded default."""
+    with serving(tmp_path_factory.mktemp("serve")) as service:
+        yield service
 
 
 def _rows(service: Service, *keys: str) -> list[dict[str, object]]:
@@ -139,3 +156,29 @@ def test_a_bad_jobs_file_names_the_job_and_the_field_and_declares_nothing(served
 def test_declare_of_a_file_that_does_not_exist_is_a_user_error(tmp_path: Path) -> None:
     result = intercede("declare", tmp_path / "nope.toml", "--address", "127.0.0.1:1", cwd=tmp_path, timeout=60)
     assert_user_error(result, f"cannot read jobs file {tmp_path}/nope.toml")
+
+
+@pytest.mark.htcondor
+def test_the_service_runs_an_htcondor_kind_from_its_toml(condor: tuple[str, CondorSetup], tmp_path: Path) -> None:
+    kind, setup = condor
+    config = condor_config(tmp_path, kind, setup)
+    config.write_text(f'data_dir = "{tmp_path}/data"\n' + config.read_text())
+    jobs = tmp_path / "jobs.toml"
+    jobs.write_text(f"""
+[[job]]
+key = "condor-1"
+ce = "condor"
+phase = "collected"
+destination = "{tmp_path / 'out'}"
+[job.spec]
+executable = "/bin/sh"
+arguments = ["-c", "echo from-{kind} > r.txt"]
+output_files = [{{ name = "r.txt" }}]
+""")
+    with serving(tmp_path, "--config", config) as service:
+        assert "CEs: condor" in service.stdout.read_text()
+        result = service.run("declare", jobs, "--address", service.address)
+        assert result.code == 0, result
+        (row,) = _until_collected(service, "condor-1", timeout=240)
+    assert row["state"] == "Done", row
+    assert (tmp_path / "out/r.txt").read_text() == f"from-{kind}\n"
