@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 DEFAULT_NAMESPACE = "intercede"
+#: What the service commands import beyond the core dependencies (the `service` extra).
+_SERVICE_MODULES = ("ray", "tqdm")
 
 
 class UsageError(IntercedeError):
@@ -449,6 +451,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"intercede: interrupted after {time.monotonic() - started:.0f} s", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - a bug or a broken environment: one line; the traceback on request
+        if isinstance(exc, ModuleNotFoundError) and (exc.name or "").partition(".")[0] in _SERVICE_MODULES:
+            print(f"intercede: `intercede {args.command}` needs the service extra ({exc.name} is not installed): "
+                  "pip install 'intercede[service]'", file=sys.stderr)
+            return 2
         if os.environ.get("INTERCEDE_DEBUG"):
             traceback.print_exc()
         print(f"intercede: unexpected error: {type(exc).__name__}: {_explain(exc)} "

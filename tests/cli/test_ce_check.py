@@ -36,6 +36,7 @@ def test_the_embedded_local_ce_passes_every_step(tmp_path: Path) -> None:
                               "scheduler": "ok", "test job": "ok", "outputs": "ok", "clean up": "ok"}
     (jobs,) = (tmp_path / "state/intercede/jobs").iterdir()  # outside the data directory
     assert list(jobs.iterdir()) == []  # the test job left nothing behind
+    assert (tmp_path / "state/intercede").stat().st_mode & 0o777 == 0o700  # private to this user
 
 
 def test_a_local_ce_whose_root_cannot_be_created_fails_at_the_test_job(tmp_path: Path) -> None:

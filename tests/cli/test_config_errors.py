@@ -211,3 +211,15 @@ def test_intercede_version(tmp_path: Path) -> None:
 
     result = intercede("--version", cwd=tmp_path, timeout=60)
     assert result.code == 0 and result.out.strip() == f"intercede {version('intercede')}", result
+
+
+def test_a_service_command_without_the_service_extra_says_which_extra(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = "import sys; sys.modules['ray'] = None; from intercede.cli import main; sys.exit(main(['serve']))"
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc
+    assert "`intercede serve` needs the service extra" in proc.stderr and "pip install 'intercede[service]'" in \
+        proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -90,7 +90,10 @@ class Settings(BaseModel):
         """The embedded default: one CE running local processes, the journal under ``data_dir``, job directories
         under ``job_root`` (default :func:`default_job_root`: outside ``data_dir``, private to this user)."""
         data_dir = data_dir.absolute()
-        root = (job_root or default_job_root(data_dir)).absolute()
+        if job_root is None:
+            job_root = default_job_root(data_dir)
+            _private(job_root.parent.parent)
+        root = job_root.absolute()
         local = BatchConfig(name="local", scheduler="direct", root=str(root), poll_interval=1.0)
         return cls(data_dir=data_dir, ce=[local])
 
@@ -99,13 +102,27 @@ def default_job_root(data_dir: Path) -> Path:
     """Where the embedded default's local jobs live: ``$XDG_STATE_HOME/intercede/jobs/<name>-<hash of data_dir>``
     (default ``~/.local/state``), one folder per data directory, never inside it.
 
-    Computed only (no I/O); the local scheduler creates it with the service's umask, and the ``intercede`` folder
-    above it should be private (0700) on a shared machine.
+    Computed only (no I/O); :meth:`Settings.embedded` makes the ``intercede`` folder above it private (0700), and the
+    local scheduler creates the rest.
     """
     data = os.path.abspath(data_dir)
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     digest = hashlib.sha256(data.encode("utf-8", "surrogateescape")).hexdigest()[:12]
     return Path(state) / "intercede" / "jobs" / f"{Path(data).name or 'root'}-{digest}"
+
+
+def _private(folder: Path) -> None:
+    """Create ``folder`` 0700 (and its parents, as the XDG spec asks); refuse one that another user owns."""
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = folder.stat()
+        if info.st_uid != os.getuid():
+            raise InvalidSpecError(f"{folder} belongs to uid {info.st_uid}, not to this user: local job directories "
+                                   "must be private; set XDG_STATE_HOME or pass job_root")
+        if info.st_mode & 0o077:
+            folder.chmod(0o700)
+    except OSError as exc:
+        raise InvalidSpecError(f"cannot create the local job directory {folder}: {exc.strerror or exc}") from exc
 
 
 def load_settings(path: Path) -> Settings:
