@@ -266,6 +266,14 @@ class HTCondorConfig(_CondorOptions):
     pool: str = Field(pattern=r"^[^\s:\x00]+(:[0-9]{1,5})?$")
     token_file: ConfigPath | None = None
 
+    @field_validator("pool")
+    @classmethod
+    def _a_port_that_exists(cls, pool: str) -> str:
+        _, _, port = pool.partition(":")
+        if port and not 1 <= int(port) <= 65535:
+            raise ValueError(f"the collector's port must be 1-65535, got {port}")
+        return pool
+
     def build(self) -> JobBackend:
         from intercede.backends.htcondor.schedd import HTCondorBackend
 
