@@ -25,7 +25,7 @@ def _spec(script: str, **kw: object) -> JobSpec:
 
 async def test_declared_jobs_run_and_are_collected_and_purged(tmp_path: Path) -> None:
     seam = LocalSeam()
-    ic = Intercede.start(Settings.embedded(tmp_path), seam=seam)
+    ic = Intercede.start(Settings.embedded(tmp_path / "data", job_root=tmp_path / "jobs"), seam=seam)
     jobs = [JobRequest("ok-1", "local", _spec("echo 1 > r.txt", output_files=[OutputFile(name="r.txt")])),
             JobRequest("bad-1", "local", _spec("exit 9"))]
     await ic.declare(jobs, progress=False)

@@ -33,7 +33,7 @@ from intercede.backends.capabilities import (
     Purgeable,
     Taggable,
 )
-from intercede.backends.registry import CEConfig, build_backend
+from intercede.backends.registry import CEConfigBase, build_backend
 from intercede.errors import UnsupportedError, is_temporary
 from intercede.model import JobSpec, JobStatus, Outcome, OutputManifest, SubmitResult
 
@@ -63,7 +63,7 @@ class CEHealth(BaseModel):
 class CEActor:
     """Owns one CE's backend; see the module docstring. ``clock`` returns epoch seconds (injectable for tests)."""
 
-    def __init__(self, config: CEConfig, *, concurrency: int = 8, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: CEConfigBase, *, concurrency: int = 8, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.backend: JobBackend = build_backend(config)
         self._clock = clock

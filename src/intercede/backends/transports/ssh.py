@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 
 import asyncssh
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from intercede.backends.transports.base import CommandResult, Sink, Transport
 from intercede.errors import (
@@ -74,11 +74,18 @@ class SSHEndpoint(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    host: str
-    port: int = 22
-    username: str
+    host: str = Field(min_length=1)
+    port: int = Field(22, ge=1, le=65535)
+    username: str = Field(min_length=1)
     client_keys: list[Path]
     known_hosts: Path
+
+    @field_validator("host", "username", "client_keys", "known_hosts")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        if "\x00" in str(value):  # the OS refuses it only at connect time, with an untyped ValueError
+            raise ValueError("must not contain a NUL character")
+        return value
 
     @property
     def address(self) -> str:
