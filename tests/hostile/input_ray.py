@@ -52,7 +52,7 @@ async def intercede_on_ray(tmp_path: Path) -> AsyncIterator[Running]:
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, namespace="intercede-tests", include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
-    base = Settings.embedded(tmp_path / "data")
+    base = Settings.embedded(tmp_path / "data", job_root=tmp_path / "jobs")
     ce = base.ce[0].model_copy(update={"poll_interval": 0.2})
     namespace = f"intercede-h4-{secrets.token_hex(4)}"
     settings = Settings.model_validate(base.model_dump() | {"tick_interval": 0.1, "ce": [ce.model_dump()],

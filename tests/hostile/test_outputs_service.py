@@ -25,7 +25,8 @@ pytestmark = pytest.mark.hostile
 async def test_a_key_whose_outputs_collide_ends_with_a_permanent_error_and_is_not_fetched_again(
         ray_local: None, tmp_path: Path) -> None:
     namespace = f"hostile-outputs-{uuid.uuid4().hex[:8]}"
-    settings = Settings.embedded(tmp_path / "data").model_copy(update={"namespace": namespace, "tick_interval": 0.2})
+    settings = Settings.embedded(tmp_path / "data", job_root=tmp_path / "jobs").model_copy(
+        update={"namespace": namespace, "tick_interval": 0.2})
     valid = JobSpec(executable="/bin/sh", arguments=["-c", "echo out; echo r > r.txt"],
                     output_files=[OutputFile(name="r.txt")])
     # model_copy(update=...) skips validation: r.txt would be fetched onto stdout.txt, and the two manifest entries
