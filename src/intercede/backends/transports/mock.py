@@ -27,7 +27,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from intercede.backends.transports.base import CommandResult, Transport
+from intercede.backends.transports.base import CommandResult, Sink, Transport
 from intercede.errors import TransferError
 
 __all__ = ["Handler", "MockTransport"]
@@ -59,6 +59,13 @@ class MockTransport(Transport):
         if not isinstance(result, CommandResult):
             raise TypeError(f"the MockTransport handler returned {type(result).__name__}, not a CommandResult")
         return result
+
+    async def stream(self, argv: Sequence[str], sink: Sink, *, timeout: float | None = None) -> CommandResult:
+        """Like :meth:`run`; the handler's stdout goes to ``sink`` in one chunk and the result keeps none of it."""
+        result = await self.run(argv, timeout=timeout)
+        if result.stdout:
+            sink(result.stdout)
+        return CommandResult(result.argv, result.exit_status, b"", result.stderr, result.duration)
 
     async def put(self, local: Path, remote: str, *, timeout: float | None = None) -> None:
         try:
