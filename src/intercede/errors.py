@@ -7,6 +7,7 @@ operation failed; per-job problems come back as outcomes, never as exceptions.
 
     IntercedeError
      ├── InvalidSpecError            the job description or configuration is wrong        (permanent)
+ │    └── ConfigConflictError    a running service has other settings than those given
      ├── UnsupportedError            the backend lacks the capability asked for           (permanent)
      ├── AuthenticationError         credentials missing, rejected or expired; host key   (permanent)
      │    └── HostKeyError           unknown or changed SSH host key: never accepted
@@ -30,6 +31,7 @@ __all__ = [
     "AuthenticationError",
     "CommandError",
     "CommandNotFoundError",
+    "ConfigConflictError",
     "ConnectivityError",
     "HostKeyError",
     "IntercedeError",
@@ -49,6 +51,11 @@ class IntercedeError(Exception):
 
 class InvalidSpecError(IntercedeError, ValueError):
     """A job description or a configuration is invalid; retrying cannot help."""
+
+
+class ConfigConflictError(InvalidSpecError):
+    """The service already runs with other settings than the ones given; the message names what differs. Nothing
+    was changed: replace the running service explicitly, or stop it first."""
 
 
 class UnsupportedError(IntercedeError):
