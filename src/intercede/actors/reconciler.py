@@ -38,6 +38,10 @@ __all__ = ["ActionRecord", "JobRequest", "ReconcilerActor", "ce_actor_name", "re
 
 log = logging.getLogger(__name__)
 
+# Reports of job ids the reconciler does not know yet, kept per CE (the newest); a bound against ids that never
+# become known (a job whose key was forgotten while its CE actor still tracked it).
+MAX_UNMATCHED = 100_000
+
 
 def reconciler_name() -> str:
     return "intercede-reconciler"
@@ -92,6 +96,7 @@ class ReconcilerActor:
         self.reconciler = Reconciler(Journal(settings.journal_path), gateways)
         self._cursors: dict[str, tuple[str, int]] = {name: ("", 0) for name in self._ces}
         self._pulls: dict[str, asyncio.Task[Pull | None]] = {}
+        self._unmatched: dict[str, dict[str, JobStatus]] = {name: {} for name in self._ces}
         self._lagging: set[str] = set()  # CEs whose actor missed the last wait; no step waits for them again
         # A healthy CE actor answers in milliseconds; the wait only bounds what a hung one costs a step.
         self.observe_wait = min(self._seam.timeout, max(5.0, settings.tick_interval))
@@ -175,7 +180,14 @@ class ReconcilerActor:
                 continue
             epoch, version, changed, reachable = pulled
             self._lagging.discard(name)
-            self.reconciler.observe(name, changed)
+            if epoch != self._cursors[name][0]:
+                self._unmatched[name] = {}  # a new CE actor instance sends everything again
+            # A CE actor reports every id it tracks, including jobs this reconciler adopts only in a later tick (it
+            # restarted between a submit and its answer): the cursor moves past those reports, so they are kept
+            # and offered again until their key knows the job.
+            offered = self._unmatched[name] | {s.job_id: s for s in changed}
+            unknown = self.reconciler.observe(name, offered.values())
+            self._unmatched[name] = {s.job_id: s for s in unknown[-MAX_UNMATCHED:]}
             self.reconciler.set_reachable(name, reachable)
             self._cursors[name] = (epoch, version)
 
