@@ -203,6 +203,9 @@ def _stop(seam: Seam, reconciler: Any, running: Settings, wanted: Settings) -> N
     keep = {c.name for c in wanted.ce} & {c.name for c in running.ce if c in wanted.ce}
     names = [reconciler_name()] + [ce_actor_name(c.name) for c in running.ce if c.name not in keep]
     handles = [(name, reconciler if name == reconciler_name() else seam.find(name)) for name in names]
+    # Stopped cleanly first, so its journal is released before its successor opens it (a kill returns before the
+    # process is gone).
+    seam.call_blocking(reconciler, "close")
     for _, handle in handles:
         if handle is not None:
             seam.kill(handle)

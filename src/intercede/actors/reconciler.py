@@ -207,8 +207,8 @@ class ReconcilerActor:
         return pulled
 
     def close(self) -> None:
-        """Stop the loop and the pulls in flight and release the journal (idempotent). The in-process seam calls
-        this when it kills the actor; under Ray the process ends instead."""
+        """Stop the loop and the pulls in flight and release the journal (idempotent): before the actor is replaced
+        (``Intercede.start(..., replace=True)``), and when the in-process seam kills it."""
         for task in [self._loop, *self._pulls.values()]:
             if task is not None:
                 task.cancel()
