@@ -21,7 +21,7 @@ import pytest
 
 from intercede.actors.ce import CEActor
 from intercede.actors.client import Intercede
-from intercede.actors.reconciler import JobRequest, ce_actor_name
+from intercede.actors.reconciler import JobRequest, ce_actor_name, reconciler_name
 from intercede.actors.seam import RaySeam
 from intercede.actors.settings import Settings
 from intercede.errors import TimeoutError
@@ -72,11 +72,13 @@ async def test_a_hung_ce_actor_delays_only_its_own_jobs_and_calls_to_it_time_out
     stopped = 0
     try:
         a_actor = seam.start(CEActorWithPid, ce_actor_name("a"), ces[0])  # the reconciler joins it
-        ic = Intercede.start(settings, seam=seam)
+        Intercede.start(settings, seam=seam)
+        # The test's own calls get the default deadline: the first ones wait for the actors' processes to start.
+        ic = Intercede(RaySeam(namespace), seam.find(reconciler_name()))
         await ic.declare([request(k, "a", 3.0) for k in a_keys], progress=False)
         await _all_submitted(ic, a_keys, timeout=60)
 
-        stopped = await seam.call(a_actor, "pid")
+        stopped = await seam.call(a_actor, "pid", timeout=120)
         os.kill(stopped, signal.SIGSTOP)
         started = time.monotonic()
         with pytest.raises(TimeoutError, match="'health' got no answer within 1 s"):

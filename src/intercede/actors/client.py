@@ -193,8 +193,8 @@ def _conflict(running: Settings, wanted: Settings) -> str:
             fields = [f for f in type(want[name]).model_fields if getattr(have[name], f) != getattr(want[name], f)]
             differences.append(f"CE {name!r} changed ({', '.join(fields) or 'its kind'})")
     return (f"intercede already runs in Ray namespace {wanted.namespace!r} with other settings "
-            f"({'; '.join(differences)}); nothing was changed. Replace it explicitly "
-            "(Intercede.start(settings, replace=True)), or stop it first")
+            f"({'; '.join(differences)}); nothing was changed. Replace it explicitly (`intercede run --replace`, "
+            "or Intercede.start(settings, replace=True)), or stop it first")
 
 
 def _stop(seam: Seam, reconciler: Any, running: Settings, wanted: Settings) -> None:
