@@ -109,7 +109,7 @@ async def _run(args: argparse.Namespace) -> int:
     if ce not in {c.name for c in settings.ce}:
         raise UsageError(f"no CE named {ce!r} in the configuration (have: {[c.name for c in settings.ce]})")
     print(f"intercede: journal {settings.journal_path}, CEs: {', '.join(c.name for c in settings.ce)}")
-    ic = Intercede.start(settings, address=args.address)
+    ic = Intercede.start(settings, address=args.address, replace=args.replace)
     address = Intercede.cluster_address()
     if address:
         print(f"intercede: Ray cluster at {address}, namespace {settings.namespace!r}; attach with "
@@ -366,6 +366,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=int, default=8, help="how many sample jobs (0: none, just the service)")
     run.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for each phase")
     run.add_argument("--serve", action="store_true", help="keep running after the sample jobs (until Ctrl-C)")
+    run.add_argument("--replace", action="store_true",
+                     help="if intercede already runs there with other settings, replace it with these (without this "
+                          "flag it is refused, naming what differs)")
     run.add_argument("--address", default=None,
                      help="the Ray cluster to run in (default: $RAY_ADDRESS, else the one `ray start` started on "
                           "this machine, else a new local one; `local` always starts a new one)")

@@ -7,7 +7,8 @@ operation failed; per-job problems come back as outcomes, never as exceptions.
 
     IntercedeError
      ├── InvalidSpecError            the job description or configuration is wrong        (permanent)
-     │    └── UnknownKeyError        a job key that was never declared (or is forgotten)
+     │    ├── UnknownKeyError        a job key that was never declared (or is forgotten)
+     │    └── ConfigConflictError    a running service has other settings than those given
      ├── UnsupportedError            the backend lacks the capability asked for           (permanent)
      ├── AuthenticationError         credentials missing, rejected or expired; host key   (permanent)
      │    └── HostKeyError           unknown or changed SSH host key: never accepted
@@ -31,6 +32,7 @@ __all__ = [
     "AuthenticationError",
     "CommandError",
     "CommandNotFoundError",
+    "ConfigConflictError",
     "ConnectivityError",
     "HostKeyError",
     "IntercedeError",
@@ -59,6 +61,11 @@ class UnknownKeyError(InvalidSpecError, KeyError):
 
     def __str__(self) -> str:
         return Exception.__str__(self)  # KeyError's own would quote the message
+
+
+class ConfigConflictError(InvalidSpecError):
+    """The service already runs with other settings than the ones given; the message names what differs. Nothing
+    was changed: replace the running service explicitly, or stop it first."""
 
 
 class UnsupportedError(IntercedeError):

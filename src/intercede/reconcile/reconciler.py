@@ -216,15 +216,18 @@ class Reconciler:
             updated.append(new)
         return updated
 
-    def observe(self, ce: str, statuses: Iterable[JobStatus]) -> None:
-        """Fold a CE's status reports in. Ids the reconciler does not know are ignored; a state never moves
-        backwards. Only reports that change something are journaled (in one transaction) and make keys dirty, so
-        polling a million quiet jobs costs no disk write and no diff."""
+    def observe(self, ce: str, statuses: Iterable[JobStatus]) -> list[JobStatus]:
+        """Fold a CE's status reports in; a state never moves backwards. Only reports that change something are
+        journaled (in one transaction) and make keys dirty, so polling a million quiet jobs costs no disk write and
+        no diff. Returns the reports of job ids it does not know (yet): after a restart a CE reports jobs that are
+        only adopted later, and the caller offers those reports again then."""
         now = self._clock.now()
         changed: list[Observation] = []
+        unknown: list[JobStatus] = []
         for status in statuses:
             key = self._state.key_for_job(ce, status.job_id)
             if key is None:
+                unknown.append(status)
                 continue
             old = self._state.progress[key]
             new = old.with_observation(status, now)
@@ -235,6 +238,7 @@ class Reconciler:
         if changed:
             for key, progress in self._journal.record_observations(changed, now).items():
                 self._state.put_progress(key, progress)
+        return unknown
 
     def set_reachable(self, ce: str, reachable: bool) -> None:
         """Mark a CE (un)reachable: an unreachable CE's keys get no action and none of its jobs is failed."""
