@@ -112,9 +112,12 @@ class ARCStack:
         harness.wait_for(self._ready, "A-REX answering again", 120)
 
     def _ready(self) -> bool:
+        """REST answers over verified TLS and the info provider has published its first GLUE2 document."""
         ctx = ssl.create_default_context(cafile=str(self.ca_file))
-        with urllib.request.urlopen(f"{self.url}/rest", context=ctx, timeout=5) as answer:  # noqa: S310 - https
-            return bool(answer.status == 200)
+        ctx.load_cert_chain(str(self.proxy_file))
+        request = urllib.request.Request(f"{self.url}/rest/1.0/info", headers={"Accept": "application/json"})
+        with urllib.request.urlopen(request, context=ctx, timeout=5) as answer:  # noqa: S310 - https
+            return bool(answer.status == 200 and answer.read().startswith(b"{"))
 
     def logs(self) -> str:
         return self.exec("tail -n 40 /var/log/arc/arex-combined.log /var/log/arc/arex.log 2>&1").stdout
@@ -169,7 +172,7 @@ def start(release: str = "7.0", *, timeout: float = 120.0) -> ARCStack:
     try:
         stack.host = _address(container)
         harness.wait_for(lambda: _export(stack), f"ARC {release}: credentials exported", timeout)
-        harness.wait_for(stack._ready, f"ARC {release}: REST answering over verified TLS", timeout)
+        harness.wait_for(stack._ready, f"ARC {release}: REST answering over verified TLS, GLUE2 published", timeout)
         stack.version = stack.check("dpkg-query -W -f '${Version}' nordugrid-arc-arex").split("-")[0]
         stack.started_in = time.monotonic() - t1
     except BaseException:
