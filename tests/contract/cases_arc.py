@@ -70,8 +70,10 @@ def arc_7_2() -> Iterator[ARCStack]:
 def backend_for(stack: ARCStack, auth: str) -> ARCBackend:
     """An ARCBackend on ``stack`` authenticating with ``auth`` (``proxy`` or ``token``), CA verified."""
     if auth == "token":
-        return ARCBackend(stack.url, name=f"arc-{stack.release}", ca_file=stack.ca_file,
-                          token_file=stack.token(f"token-{id(stack)}"), purge_wait=60)
+        token = stack.path("contract-token")
+        if not token.exists():  # one token per stack (1 h), read by the backend at every request
+            stack.token("contract-token")
+        return ARCBackend(stack.url, name=f"arc-{stack.release}", ca_file=stack.ca_file, token_file=token)
     return ARCBackend(stack.url, name=f"arc-{stack.release}", ca_file=stack.ca_file, proxy_file=stack.proxy_file)
 
 

@@ -180,6 +180,18 @@ class Listing:
     refused: dict[str, str]
 
 
+def file_name(name: str) -> str:
+    """A name as A-REX lists it, decoded: A-REX writes each byte of a UTF-8 file name as its own ``\\u00XX``
+    escape (observed on 7.0: ``é`` arrives as ``Ã©``), so a name of code points below 256 that is valid UTF-8 as
+    bytes is that UTF-8 name. Anything else is returned unchanged."""
+    if name.isascii() or any(ord(c) > 255 for c in name):
+        return name
+    try:
+        return name.encode("latin-1").decode("utf-8")
+    except UnicodeDecodeError:
+        return name
+
+
 def _bad_name(name: object) -> str | None:
     if not isinstance(name, str) or not name:
         return "not a file name"
@@ -200,10 +212,10 @@ def listing(doc: Mapping[str, Any]) -> Listing:
         names = doc.get(key, [])
         for name in [names] if isinstance(names, str) else list(names or []):
             why = _bad_name(name)
-            if why is None:
-                out.append(name)
+            if why is None and isinstance(name, str):
+                out.append(file_name(name))
             else:
-                refused[str(name)] = why
+                refused[str(name)] = why or "not a file name"
     return Listing(files, dirs, refused)
 
 

@@ -27,11 +27,13 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import quote
 
 from intercede.backends.capabilities import LoadReport
 from intercede.errors import (
     CommandError,
     ConnectivityError,
+    IntercedeError,
     OutputBoundError,
     TransferError,
     is_temporary,
@@ -151,7 +153,7 @@ class ARCBackend:
                 await self._put(job_id, path, data)
             for path, source in plan.files.items():
                 await self._put_file(job_id, path, Path(source))
-        except Exception as exc:  # the job waits for inputs it will never get: remove it, report the copy
+        except (IntercedeError, OSError) as exc:  # the job would wait for inputs that never come: remove it
             log.warning("%s: uploading the inputs of %s failed (%s); removing the job", self.name, job_id,
                         type(exc).__name__)
             await self._discard(job_id)
@@ -163,7 +165,7 @@ class ARCBackend:
 
     async def _put(self, job_id: str, path: str, data: bytes) -> None:
         async with self._uploads:
-            answer = await self.rest.call("PUT", f"jobs/{job_id}/session/{path}", content=data,
+            answer = await self.rest.call("PUT", _session(job_id, path), content=data,
                                           headers={"Content-Type": "application/octet-stream"}, expect_ok=False)
         if not answer.is_success:
             raise TransferError(f"A-REX refused the upload of {path} to {job_id}: {answer.status_code} "
@@ -178,7 +180,7 @@ class ARCBackend:
                     yield block
 
         async with self._uploads:
-            answer = await self.rest.call("PUT", f"jobs/{job_id}/session/{path}", content=chunks(),  # type: ignore[arg-type]
+            answer = await self.rest.call("PUT", _session(job_id, path), content=chunks(),  # type: ignore[arg-type]
                                           headers={"Content-Type": "application/octet-stream",
                                                    "Content-Length": str(size)}, expect_ok=False)
         if not answer.is_success:
@@ -288,7 +290,7 @@ class ARCBackend:
     # -- fetch, peek ---------------------------------------------------------------------------------------------
 
     async def _list(self, job_id: str, directory: str) -> _parse.Listing | None:
-        path = f"jobs/{job_id}/session" + (f"/{directory}" if directory else "")
+        path = _session(job_id, directory)
         answer = await self.rest.call("GET", path, expect_ok=False)
         if answer.status_code == 404:
             return None
@@ -358,7 +360,7 @@ class ARCBackend:
         return found
 
     async def _size(self, job_id: str, name: str) -> int:
-        answer = await self.rest.call("HEAD", f"jobs/{job_id}/session/{name}", expect_ok=False)
+        answer = await self.rest.call("HEAD", _session(job_id, name), expect_ok=False)
         if not answer.is_success:
             raise TransferError(f"{name} of {job_id}: {answer.status_code} {answer.reason_phrase}")
         return int(answer.headers.get("Content-Length", "0"))
@@ -369,7 +371,7 @@ class ARCBackend:
         digest = hashlib.sha256()
         size = 0
         try:
-            async with self.rest.stream(f"jobs/{job_id}/session/{name}") as answer:
+            async with self.rest.stream(_session(job_id, name)) as answer:
                 if not answer.is_success:
                     raise TransferError(f"{name} of {job_id}: {answer.status_code} {answer.reason_phrase}")
                 with part.open("wb") as out:
@@ -394,8 +396,8 @@ class ARCBackend:
         path = PurePosixPath(name)
         if path.is_absolute() or ".." in path.parts or not name or "\0" in name:
             raise OutputBoundError(f"{name!r} is not a relative path inside the job's session directory")
-        where = f"jobs/{job_id}/diagnose/{name.removeprefix('diagnose/')}" if name.startswith("diagnose/") \
-            else f"jobs/{job_id}/session/{name}"
+        where = f"jobs/{job_id}/diagnose/{quote(name.removeprefix('diagnose/'), safe='')}" \
+            if name.startswith("diagnose/") else _session(job_id, name)
         tail = bytearray()
         async with self.rest.stream(where) as answer:
             if not answer.is_success:
@@ -426,6 +428,12 @@ class ARCBackend:
         if not answer.content.strip():  # right after A-REX starts, before its info provider has run
             raise ConnectivityError(f"{self.name}: the CE has not published its GLUE2 information yet")
         return _parse.load(answer.json())
+
+
+def _session(job_id: str, path: str) -> str:
+    """The REST path of ``path`` in the job's session directory, every component percent-encoded (a ``;``, ``&``,
+    ``#`` or ``?`` in a file name must not reach A-REX as URL syntax)."""
+    return f"jobs/{job_id}/session" + "".join(f"/{quote(part, safe='')}" for part in path.split("/") if part)
 
 
 def _prepare(destination: Path) -> Path:
