@@ -195,8 +195,8 @@ def file_name(name: str) -> str:
 def _bad_name(name: object) -> str | None:
     if not isinstance(name, str) or not name:
         return "not a file name"
-    if "/" in name or "\\" in name or "\0" in name:
-        return "contains a path separator or NUL (refused: a listing entry must name one file)"
+    if "/" in name or "\0" in name:
+        return "contains a slash or NUL (refused: a listing entry must name one file)"
     if name in (".", ".."):
         return "names a directory above or at the listing (refused)"
     return None
@@ -235,9 +235,12 @@ def _as_list(value: Any) -> list[Any]:
 def load(doc: Mapping[str, Any]) -> LoadReport:
     """Capacity from the GLUE2 ``/info`` document: running and queued jobs of the ComputingService (queued = waiting +
     staging + pre-LRMS waiting: a job still being staged in is queued for the WMS), free slots summed over shares,
-    total slots from the ComputingManager (None where A-REX publishes none)."""
+    total slots from the ComputingManager (None where A-REX publishes none). Any level may be one object or a list
+    (7.2 sends ``AdminDomain`` as a list, 6.17 and 7.0 as an object)."""
     domains = doc.get("Domains", doc)
-    services = _as_list(domains.get("AdminDomain", {}).get("Services", {}).get("ComputingService"))
+    services = [svc for domain in _as_list(domains.get("AdminDomain")) if isinstance(domain, dict)
+                for group in _as_list(domain.get("Services")) if isinstance(group, dict)
+                for svc in _as_list(group.get("ComputingService")) if isinstance(svc, dict)]
     running = queued = 0
     free: int | None = None
     total: int | None = None
