@@ -102,13 +102,14 @@ class ARCStack:
         return int(out.strip() or 0)
 
     def arex_stop(self) -> None:
-        """Stop arched (the container stays up: its init keeps it alive) and wait until 8443 is closed."""
-        self.exec("kill $(cat /run/arched-arex.pid)")
+        """Stop arched (start.sh's loop keeps it stopped; the container and its jobs stay) and wait until 8443 is
+        closed."""
+        self.check("touch /run/arex.paused && kill $(pgrep -x arched)")
         harness.wait_for(lambda: not harness.port_open(PORT, self.host), "A-REX stopped", 60)
 
     def arex_start(self) -> None:
-        """Start arched again and wait until REST answers."""
-        self.check("/usr/sbin/arched -c /etc/arc/arex.xml")
+        """Let start.sh's loop start arched again and wait until REST answers."""
+        self.check("rm -f /run/arex.paused")
         harness.wait_for(self._ready, "A-REX answering again", 120)
 
     def _ready(self) -> bool:

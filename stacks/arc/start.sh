@@ -32,4 +32,9 @@ cp ~tester/.globus/usercert.pem ~tester/.globus/userkey.pem /tmp/x509up_u2000 $C
 chmod 644 /export/*
 mkdir -p /var/log/arc /var/spool/arc/jobstatus /var/spool/arc/sessiondir
 /usr/lib/arc/arcconfig-parser --config /etc/arc.conf --runconfig /run/arched-arex.cfg --save
-exec /usr/sbin/arched -f -c /etc/arc/arex.xml
+# arched runs under this loop so a test can stop and start it (ARCStack.arex_stop/arex_start: /run/arex.paused)
+# while the container, its jobs and their state stay.
+while :; do
+  [ -e /run/arex.paused ] || /usr/sbin/arched -f -c /etc/arc/arex.xml
+  sleep 0.5
+done

@@ -6,8 +6,9 @@ Contracts:
   neither, the system's trust store. A certificate that does not verify is an :class:`AuthenticationError`: the CE's
   identity is unknown, and retrying cannot help.
 * Client identity: an X.509 proxy as the TLS client certificate (reloaded when the file changes), and/or a bearer token
-  read from its file at every request (so a refreshed token is picked up). Neither value is ever logged or put in a
-  message; only method, path and status are logged.
+  read from its file at every request (so a refreshed token is picked up; a changed proxy or token closes the pooled
+  connections, since A-REX keeps the identity a connection first presented). Neither value is ever logged or put in
+  a message; only method, path and status are logged.
 * Nothing is ever re-sent. httpx does not retry a request once it has been written (the transport's ``retries`` is 0,
   which covers connection attempts only), and this module adds no retries. A request that *creates* something
   (``creates=True``) and loses its connection after being written raises :class:`ConnectivityError` saying it may
@@ -17,6 +18,7 @@ Contracts:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import ssl
@@ -54,7 +56,7 @@ class RestClient:
         self._timeout = httpx.Timeout(timeout, connect=connect_timeout, pool=connect_timeout)
         self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._client: httpx.AsyncClient | None = None
-        self._proxy_stamp: tuple[float, int] | None = None
+        self._proxy_stamp: tuple[float, int, str] | None = None
         self.version: str | None = None
 
     def __repr__(self) -> str:
@@ -77,18 +79,23 @@ class RestClient:
                                           f"({type(exc).__name__})") from None
         return ctx
 
-    def _stamp(self) -> tuple[float, int] | None:
-        if self.proxy_file is None:
-            return None
-        try:
-            st = os.stat(self.proxy_file)
-        except OSError:
-            return None
-        return (st.st_mtime, st.st_size)
+    def _stamp(self, token: str | None) -> tuple[float, int, str] | None:
+        """What identifies the client now: the proxy file's mtime and size, and a digest of the token."""
+        mtime, size = 0.0, 0
+        if self.proxy_file is not None:
+            try:
+                st = os.stat(self.proxy_file)
+                mtime, size = st.st_mtime, st.st_size
+            except OSError:
+                pass
+        return (mtime, size, hashlib.sha256((token or "").encode()).hexdigest())
 
-    async def _http(self) -> httpx.AsyncClient:
-        stamp = self._stamp()
-        if self._client is not None and stamp != self._proxy_stamp:  # a renewed proxy: new TLS identity
+    async def _http(self, token: str | None) -> httpx.AsyncClient:
+        stamp = self._stamp(token)
+        # A new identity needs new connections: A-REX authorises a connection once, at its first request, and keeps
+        # that identity for every later request on it (observed on 7.0: a refreshed token sent on a kept-alive
+        # connection is still refused as the old one was).
+        if self._client is not None and stamp != self._proxy_stamp:
             await self._client.aclose()
             self._client = None
         if self._client is None:
@@ -99,9 +106,9 @@ class RestClient:
             self._proxy_stamp = stamp
         return self._client
 
-    def _auth(self) -> dict[str, str]:
+    def _token(self) -> str | None:
         if self.token_file is None:
-            return {}
+            return None
         try:
             token = Path(self.token_file).read_text().strip()
         except OSError as exc:
@@ -109,7 +116,11 @@ class RestClient:
                                       f"({type(exc).__name__})") from None
         if not token:
             raise AuthenticationError(f"ARC CE {self.endpoint}: the token file {self.token_file} is empty")
-        return {"Authorization": f"Bearer {token}"}
+        return token
+
+    @staticmethod
+    def _auth(token: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
@@ -152,9 +163,10 @@ class RestClient:
     async def stream(self, path: str) -> AsyncIterator[httpx.Response]:
         """A streamed GET (the caller reads ``aiter_bytes``); the answer is returned whatever its status."""
         await self.negotiate()
-        client = await self._http()
+        token = self._token()
+        client = await self._http(token)
         try:
-            async with client.stream("GET", self._url(path), headers=self._auth()) as answer:
+            async with client.stream("GET", self._url(path), headers=self._auth(token)) as answer:
                 log.debug("ARC %s GET %s -> %s", self.endpoint, path, answer.status_code)
                 self._credentials(answer)
                 yield answer
@@ -164,8 +176,9 @@ class RestClient:
     async def _send(self, method: str, url: str, path: str, *, params: Mapping[str, str] | None = None,
                     json: Any = None, content: Any = None, headers: Mapping[str, str] | None = None,
                     creates: bool = False) -> httpx.Response:
-        client = await self._http()
-        merged = {**(headers or {}), **self._auth()}
+        token = self._token()
+        client = await self._http(token)
+        merged = {**(headers or {}), **self._auth(token)}
         try:
             answer = await client.request(method, url, params=params, json=json, content=content, headers=merged)
         except httpx.HTTPError as exc:
