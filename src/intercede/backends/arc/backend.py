@@ -23,7 +23,7 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any, Self
@@ -31,6 +31,7 @@ from urllib.parse import quote
 
 from intercede.backends.capabilities import LoadReport
 from intercede.errors import (
+    AuthenticationError,
     CommandError,
     ConnectivityError,
     IntercedeError,
@@ -50,7 +51,7 @@ from intercede.model import (
     SubmitResult,
 )
 
-from . import _adl, _parse
+from . import _adl, _delegation, _parse
 from ._rest import RestClient
 
 __all__ = ["ARCBackend"]
@@ -82,7 +83,8 @@ class ARCBackend:
     def __init__(self, endpoint: str, *, name: str | None = None, ca_file: Path | None = None,
                  ca_dir: Path | None = None, proxy_file: Path | None = None, token_file: Path | None = None,
                  queue: str | None = None, grace: float = 120.0, timeout: float = 60.0,
-                 connect_timeout: float = 10.0, purge_wait: float = 60.0, uploads: int = 8) -> None:
+                 connect_timeout: float = 10.0, purge_wait: float = 60.0, uploads: int = 8,
+                 delegate: bool = True) -> None:
         self.name = name or f"arc-{endpoint}"
         self.rest = RestClient(endpoint, ca_file=ca_file, ca_dir=ca_dir, proxy_file=proxy_file,
                                token_file=token_file, timeout=timeout, connect_timeout=connect_timeout,
@@ -94,6 +96,9 @@ class ARCBackend:
         self._last_seen: dict[str, JobStatus] = {}
         self._missing_since: dict[str, float] = {}
         self._purged: set[str] = set()
+        self.delegate = delegate and proxy_file is not None
+        self._delegation: tuple[str, datetime] | None = None  # (id at the CE, when it expires)
+        self._delegating = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"ARCBackend({self.name!r}, {self.rest.endpoint!r})"
@@ -122,10 +127,14 @@ class ARCBackend:
             return SubmitResult(submissions=[Submission(copy_index=i, tag=spec.copy_tag(i), error=why)
                                              for i in range(n)])
         plans = [_adl.plan(spec, i) for i in range(n)]
+        params = {"action": "new"}
+        delegation = await self.delegation()
+        if delegation is not None and self.rest.version != "1.0":  # REST 1.0 has no way to name it per request
+            params["delegation_id"] = delegation
         entries: list[_parse.Entry] = []
         for chunk in _chunks(range(n), _SUBMIT_CHUNK):
             body = _adl.bundle([plans[i].xml for i in chunk])
-            answer = await self.rest.call("POST", "jobs", params={"action": "new"}, content=body.encode(),
+            answer = await self.rest.call("POST", "jobs", params=params, content=body.encode(),
                                           headers={"Content-Type": "application/xml"}, creates=True,
                                           expect_ok=False)
             if answer.status_code not in (200, 201, 202):
@@ -193,6 +202,48 @@ class ARCBackend:
                 await self._bulk(action, [job_id])
             except Exception as exc:  # noqa: BLE001 - best effort; A-REX times out jobs whose inputs never arrive
                 log.warning("%s: %s of %s failed (%s)", self.name, action, job_id, type(exc).__name__)
+
+    # -- delegation ------------------------------------------------------------------------------------------------
+
+    async def delegation(self) -> str | None:
+        """The id of this backend's delegated proxy at the CE (None without a proxy or with ``delegate=False``).
+
+        Created once and reused; checked to exist (``action=get``) before each use and recreated when A-REX no longer
+        knows it (404: A-REX accepts an unknown ``delegation_id`` silently); replaced an hour before it expires."""
+        if not self.delegate or self.rest.proxy_file is None:
+            return None
+        async with self._delegating:
+            await self.rest.negotiate()
+            if self._delegation is not None:
+                known, expires = self._delegation
+                fresh = expires - datetime.now(UTC) > timedelta(hours=1)
+                if fresh:
+                    answer = await self.rest.call("POST", f"delegations/{known}", params={"action": "get"},
+                                                  expect_ok=False)
+                    if answer.is_success:
+                        return known
+                    log.info("%s: delegation %s is gone at the CE (%s); creating a new one", self.name, known,
+                             answer.status_code)
+                self._delegation = None
+            self._delegation = await self._delegate()
+            return self._delegation[0]
+
+    async def _delegate(self) -> tuple[str, datetime]:
+        answer = await self.rest.call("POST", "delegations", params={"action": "new"})
+        made = answer.headers.get("Location", "").rstrip("/").rpartition("/")[2]
+        if not made:
+            raise ConnectivityError(f"{self.name}: A-REX made a delegation but did not say where")
+        proxy = await asyncio.to_thread(Path(self.rest.proxy_file or "").read_bytes)
+        try:
+            signed = _delegation.sign_request(answer.content, proxy)
+        except ValueError as exc:
+            raise AuthenticationError(f"{self.name}: cannot sign A-REX's delegation request with the proxy: "
+                                      f"{exc}") from None
+        await self.rest.call("PUT", f"delegations/{made}", content=signed,
+                             headers={"Content-Type": "application/x-pem-file"})
+        expires = _delegation.not_after(signed)
+        log.debug("%s: delegation %s created, valid until %s", self.name, made, expires.isoformat())
+        return made, expires
 
     # -- status --------------------------------------------------------------------------------------------------
 
