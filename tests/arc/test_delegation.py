@@ -37,5 +37,6 @@ async def test_a_delegation_is_created_once_reused_and_recreated_when_the_ce_doe
             assert delegation_of(stack, result.job_ids[0]) == first
         assert be._delegation is not None
         be._delegation = ("ffff00001111", be._delegation[1])  # an id A-REX has no record of (as after a wipe)
+        be._delegation_checked = 0.0  # due for its check (made at most once a minute)
         again = await be.delegation()
         assert again not in (None, "ffff00001111", first)

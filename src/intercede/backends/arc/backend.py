@@ -99,6 +99,7 @@ class ARCBackend:
         self.delegate = delegate and proxy_file is not None
         self._delegation: tuple[str, datetime] | None = None  # (id at the CE, when it expires)
         self._delegating = asyncio.Lock()
+        self._delegation_checked = 0.0
 
     def __repr__(self) -> str:
         return f"ARCBackend({self.name!r}, {self.rest.endpoint!r})"
@@ -208,8 +209,9 @@ class ARCBackend:
     async def delegation(self) -> str | None:
         """The id of this backend's delegated proxy at the CE (None without a proxy or with ``delegate=False``).
 
-        Created once and reused; checked to exist (``action=get``) before each use and recreated when A-REX no longer
-        knows it (404: A-REX accepts an unknown ``delegation_id`` silently); replaced an hour before it expires."""
+        Created once and reused; checked to exist (``action=get``, at most once a minute) and recreated when A-REX no
+        longer knows it (404: A-REX accepts an unknown ``delegation_id`` silently); replaced an hour before it
+        expires."""
         if not self.delegate or self.rest.proxy_file is None:
             return None
         async with self._delegating:
@@ -217,15 +219,19 @@ class ARCBackend:
             if self._delegation is not None:
                 known, expires = self._delegation
                 fresh = expires - datetime.now(UTC) > timedelta(hours=1)
+                if fresh and time.monotonic() - self._delegation_checked < 60:
+                    return known
                 if fresh:
                     answer = await self.rest.call("POST", f"delegations/{known}", params={"action": "get"},
                                                   expect_ok=False)
                     if answer.is_success:
+                        self._delegation_checked = time.monotonic()
                         return known
                     log.info("%s: delegation %s is gone at the CE (%s); creating a new one", self.name, known,
                              answer.status_code)
                 self._delegation = None
             self._delegation = await self._delegate()
+            self._delegation_checked = time.monotonic()
             return self._delegation[0]
 
     async def _delegate(self) -> tuple[str, datetime]:
