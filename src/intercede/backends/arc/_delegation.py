@@ -41,12 +41,13 @@ def load_request(pem: bytes) -> x509.CertificateSigningRequest:
     """The request A-REX sent; a version-2 request (ARC 6.17) is read as version 0."""
     try:
         return x509.load_pem_x509_csr(pem)
-    except ValueError:
+    except x509.InvalidVersion:
         der = bytearray(_pem_body(pem))
-        info, _ = _header(der, 0)       # CertificationRequest SEQUENCE -> CertificationRequestInfo
-        version, _ = _header(der, info)  # CertificationRequestInfo SEQUENCE -> version INTEGER
-        if der[version - 2:version] == b"\x02\x01" and der[version] != 0:
-            der[version] = 0
+        info, _ = _header(der, 0)        # CertificationRequest SEQUENCE -> CertificationRequestInfo
+        version, _ = _header(der, info)  # CertificationRequestInfo SEQUENCE -> its first element, the version
+        if der[version:version + 2] != b"\x02\x01":
+            raise ValueError("the delegation request has no one-byte version field") from None
+        der[version + 2] = 0
         return x509.load_der_x509_csr(bytes(der))
 
 
