@@ -146,7 +146,8 @@ async def test_a_connection_cut_during_submit_is_not_resent_and_the_job_is_adopt
     r, url = relay
     mine = tag()
     async with ARCBackend(url, ca_file=stack.ca_file, proxy_file=stack.proxy_file) as be:
-        await be.status(["abcdef123456"])  # the connection is up: the next bytes sent are the submit itself
+        await be.status(["abcdef123456"])
+        await be.delegation()  # the connection is up and delegated: the next bytes sent are the submit itself
         r.arm()
         with pytest.raises(ConnectivityError, match="may have been created"):
             await be.submit(JobSpec(executable="/bin/sh", arguments=["-c", "exit 0"], tag=mine))
