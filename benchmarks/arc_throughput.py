@@ -123,7 +123,9 @@ def main() -> None:
                           f"both clients in the same run on the same CE.\n\n{table}\n\nintercede verifies TLS, "
                           "hashes every fetched file and checks bounds; pyarcrest does none of these. The "
                           "one-POST-per-job figures are concurrent for intercede (async, ≤ 8 connections) and "
-                          "sequential for pyarcrest (a blocking client), as each is meant to be driven.")
+                          "sequential for pyarcrest (a blocking client), as each is meant to be driven. The two "
+                          "clients run one after the other (intercede first): A-REX still processing the first "
+                          "client's jobs can slow the second, so the submit ratios are an upper bound.")
 
 
 if __name__ == "__main__":
