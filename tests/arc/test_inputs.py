@@ -1,4 +1,5 @@
-"""Inputs pushed by the client into the session directory before the job may start (real A-REX 7.2, proxy)."""
+"""Inputs pushed by the client into the session directory before the job may start, and A-REX's diagnostics (real
+A-REX 7.2, proxy)."""
 
 from __future__ import annotations
 
@@ -39,3 +40,13 @@ async def test_staged_inputs_and_a_staged_executable_are_there_before_the_job_st
         missing = await be.submit(spec.model_copy(update={"input_files": [
             InputFile(source=tmp_path / "nope", name="x")]}))
         assert missing.job_ids == [] and "does not exist" in missing.failures[0].error
+
+
+async def test_a_failed_jobs_diagnostics_can_be_peeked_at(stack: ARCStack) -> None:
+    async with ARCBackend(stack.url, ca_file=stack.ca_file, proxy_file=stack.proxy_file) as be:
+        result = await be.submit(JobSpec(executable="/bin/sh", arguments=["-c", "exit 5"]))
+        (status,) = await until_terminal(be, result.job_ids)
+        assert (status.state, status.exit_code) == (JobState.FAILED, 5)
+        failed = await be.peek(result.job_ids[0], "diagnose/failed")
+        assert b"5 != 0" in failed and status.reason in failed.decode()
+        assert len(await be.peek(result.job_ids[0], "diagnose/errors", max_bytes=100)) == 100  # the tail only
