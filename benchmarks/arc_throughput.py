@@ -1,0 +1,132 @@
+"""ARC REST throughput: intercede's ARCBackend versus pyarcrest's client driven the way aCT drives it.
+
+Run from the repository root (pyarcrest is not a dependency; install it into the venv for this only)::
+
+    .venv/bin/pip install pyarcrest==0.5 && .venv/bin/python -m benchmarks.arc_throughput [N] [release]
+
+Starts one A-REX (default ARC 7.2, fork LRMS) and measures, same run, same CE, both clients authenticating with the
+same proxy (pyarcrest without verifying the server certificate: it cannot; intercede verifying it):
+
+* submit N jobs one POST per job — intercede: N concurrent ``submit`` calls on one backend (≤ 8 connections);
+  pyarcrest: N sequential ``createJobs`` (its client is blocking, one connection);
+* submit N jobs in bulk — intercede: one ``submit`` of N copies (``ActivityDescriptions`` of ≤ 100 per POST);
+  pyarcrest: one ``createJobs`` of an N-description bundle (what aCT does);
+* status of the N bulk jobs — intercede ``status`` (``info``, one round trip per 500 ids); pyarcrest
+  ``getJobsInfo`` (also ``info``);
+* fetch the stdout of the N bulk jobs once finished — intercede ``fetch`` (listing, HEAD, streamed GET, sha256),
+  N concurrent; pyarcrest ``downloadFile`` N sequential (no listing, no bounds, no hash).
+
+Prints a table and ``ratio:`` lines (pyarcrest / intercede), and writes the table into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks import _report
+from intercede.backends.arc import ARCBackend, _adl
+from intercede.model import JobSpec
+from stacks import harness
+from stacks.arc_stack import ARCStack, start
+
+HEADING = "## ARC REST throughput (benchmarks/arc_throughput.py)"
+SPEC = JobSpec(executable="/bin/echo", arguments=["hello"])
+
+
+async def until_finished(be: ARCBackend, ids: list[str], timeout: float = 900) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(s.state.is_terminal for s in await be.status(ids)):
+            return
+        await asyncio.sleep(2)
+    raise RuntimeError("jobs not finished in time")
+
+
+async def intercede(stack: ARCStack, n: int, out: Path) -> tuple[dict[str, float], list[str]]:
+    t: dict[str, float] = {}
+    async with ARCBackend(stack.url, ca_file=stack.ca_file, proxy_file=stack.proxy_file, delegate=False) as be:
+        await be.status(["abcdef123456"])  # connection + version negotiation, as pyarcrest's getClient does
+        t0 = time.perf_counter()
+        single = await asyncio.gather(*(be.submit(SPEC) for _ in range(n)))
+        t["submit, one POST per job"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        bulk = await be.submit(SPEC.model_copy(update={"copies": SPEC.copies * n}))
+        t["submit, bulk"] = time.perf_counter() - t0
+        ids = bulk.job_ids
+        assert len(ids) == n and all(len(r.job_ids) == 1 for r in single)
+        t0 = time.perf_counter()
+        await be.status(ids)
+        t["status of all"] = time.perf_counter() - t0
+        await until_finished(be, ids)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(be.fetch(i, SPEC, out / i) for i in ids))
+        t["fetch stdout of all"] = time.perf_counter() - t0
+        await be.purge(ids + [j for r in single for j in r.job_ids])
+    return t, ids
+
+
+def pyarcrest_run(stack: ARCStack, n: int, out: Path) -> tuple[dict[str, float], list[str]]:
+    from pyarcrest.arc import ARCRest
+
+    t: dict[str, float] = {}
+    client = ARCRest.getClient(url=stack.url.removesuffix("/arex"), proxypath=str(stack.proxy_file))
+    desc = _adl.plan(SPEC, 0).xml
+    t0 = time.perf_counter()
+    single = [client.createJobs(desc) for _ in range(n)]
+    t["submit, one POST per job"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    bulk = client.createJobs(_adl.bundle([desc] * n))
+    t["submit, bulk"] = time.perf_counter() - t0
+    ids = [r.value[0] for r in bulk]
+    t0 = time.perf_counter()
+    client.getJobsInfo(ids)
+    t["status of all"] = time.perf_counter() - t0
+    deadline = time.monotonic() + 900
+    while any(r.value not in ("FINISHED", "FAILED", "KILLED") for r in client.getJobsStatus(ids)):
+        if time.monotonic() > deadline:
+            raise RuntimeError("pyarcrest's jobs not finished in time")
+        time.sleep(2)
+    t0 = time.perf_counter()
+    for i in ids:
+        client.downloadFile(i, "stdout.txt", str(out / f"{i}.txt"))
+    t["fetch stdout of all"] = time.perf_counter() - t0
+    client.cleanJobs(ids + [r[0].value[0] for r in single])
+    client.close()
+    return t, ids
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    release = sys.argv[2] if len(sys.argv) > 2 else "7.2"
+    harness.engine()
+    stack = start(release)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            ours, _ = asyncio.run(intercede(stack, n, Path(tmp) / "intercede"))
+            (Path(tmp) / "pyarcrest").mkdir()
+            theirs, _ = pyarcrest_run(stack, n, Path(tmp) / "pyarcrest")
+    finally:
+        stack.stop()
+    rows = [f"| {k} | {ours[k]:.2f} | {theirs[k]:.2f} | {theirs[k] / ours[k]:.1f} |" for k in ours]
+    table = "\n".join([f"| N = {n} jobs, ARC {stack.version} | intercede (s) | pyarcrest (s) | pyarcrest / intercede |",
+                       "|---|---|---|---|", *rows])
+    print(table)
+    for k in ours:
+        print(f"ratio: {k}: {theirs[k] / ours[k]:.1f}")
+    today = datetime.date.today().isoformat()
+    _report.write_section(HEADING, f"Measured {today} on {_report.machine()}, one A-REX (fork LRMS) in a container, "
+                          f"both clients in the same run on the same CE.\n\n{table}\n\nintercede verifies TLS, "
+                          "hashes every fetched file and checks bounds; pyarcrest does none of these. The "
+                          "one-POST-per-job figures are concurrent for intercede (async, ≤ 8 connections) and "
+                          "sequential for pyarcrest (a blocking client), as each is meant to be driven. The two "
+                          "clients run one after the other (intercede first): A-REX still processing the first "
+                          "client's jobs can slow the second, so the submit ratios are an upper bound.")
+
+
+if __name__ == "__main__":
+    main()

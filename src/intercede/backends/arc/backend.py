@@ -1,0 +1,508 @@
+"""ARCBackend: an ARC CE (A-REX) over its REST interface (docs/arc.md).
+
+Capabilities: JobBackend, Cancellable, OutputRetriever (non-destructive until purge), Purgeable, LoadReporter,
+Diagnosable, Taggable. Job ids are A-REX's own ids (one backend per CE).
+
+* submit — one ``POST /jobs?action=new`` per chunk of copies (an ``ActivityDescriptions`` bundle), per-copy answers;
+  then each created job's client-pushed inputs (input files, secrets, the launcher) are uploaded; A-REX holds the job
+  in PREPARING until they are there. A submit is never re-sent: a connection lost mid-submit raises
+  :class:`ConnectivityError` and the reconciler finds the job by its tag (the ADL ``Name``).
+* status — ``POST /jobs?action=info`` per chunk: the REST state, exit code and error in one round trip, matched by id.
+  A 404 means A-REX has no record: the last state seen (SUBMITTED if none) for ``grace`` seconds, then UNKNOWN.
+* fetch — the session directory is listed down to every wanted file, hostile names refused per entry, sizes read
+  with HEAD and bounded before anything is transferred, each file streamed to a temporary name, hashed, renamed.
+* purge — kill what is still active, wait until A-REX is done with it, then clean; idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path, PurePosixPath
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote
+
+from intercede.backends.capabilities import LoadReport
+from intercede.errors import (
+    AuthenticationError,
+    CommandError,
+    ConnectivityError,
+    IntercedeError,
+    OutputBoundError,
+    TransferError,
+    is_temporary,
+)
+from intercede.model import (
+    JobSpec,
+    JobState,
+    JobStatus,
+    ManifestEntry,
+    Outcome,
+    OutputBounds,
+    OutputManifest,
+    Submission,
+    SubmitResult,
+)
+
+from . import _adl, _delegation, _parse
+from ._rest import RestClient
+
+__all__ = ["ARCBackend"]
+
+log = logging.getLogger("intercede.backends.arc")
+_ID = re.compile(r"[A-Za-z0-9]{6,64}\Z")
+#: A-REX reads at most 1 MiB of a request body: ids per bulk call, descriptions per submit (each well under 8 KiB).
+_CHUNK = 500
+_SUBMIT_CHUNK = 100
+
+
+def _when(value: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+class ARCBackend:
+    """The ARC CE at ``endpoint`` (``https://host:port/arex``). At least one of ``proxy_file`` and ``token_file``;
+    ``queue`` is used for specs that name none. Construction does no I/O; ``aclose`` is idempotent."""
+
+    fetch_is_destructive = False
+
+    def __init__(self, endpoint: str, *, name: str | None = None, ca_file: Path | None = None,
+                 ca_dir: Path | None = None, proxy_file: Path | None = None, token_file: Path | None = None,
+                 queue: str | None = None, grace: float = 120.0, timeout: float = 60.0,
+                 connect_timeout: float = 10.0, purge_wait: float = 60.0, uploads: int = 8,
+                 delegate: bool = True) -> None:
+        self.name = name or f"arc-{endpoint}"
+        self.rest = RestClient(endpoint, ca_file=ca_file, ca_dir=ca_dir, proxy_file=proxy_file,
+                               token_file=token_file, timeout=timeout, connect_timeout=connect_timeout,
+                               max_connections=uploads)
+        self.queue = queue
+        self.grace = grace
+        self.purge_wait = purge_wait
+        self._uploads = asyncio.Semaphore(uploads)
+        self._last_seen: dict[str, JobStatus] = {}
+        self._missing_since: dict[str, float] = {}
+        self._purged: set[str] = set()
+        self.delegate = delegate and proxy_file is not None
+        self._delegation: tuple[str, datetime] | None = None  # (id at the CE, when it expires)
+        self._delegating = asyncio.Lock()
+        self._delegation_checked = 0.0
+
+    def __repr__(self) -> str:
+        return f"ARCBackend({self.name!r}, {self.rest.endpoint!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.rest.aclose()
+
+    # -- submit --------------------------------------------------------------------------------------------------
+
+    async def submit(self, spec: JobSpec) -> SubmitResult:
+        """Per-copy results. Raises only when credentials are refused or the CE cannot be reached (then no copy's
+        fate is known: the caller looks the copies up by tag before ever submitting again)."""
+        n = len(spec.copies)
+        if self.queue is not None and spec.resources.queue is None:
+            spec = spec.model_copy(update={"resources": spec.resources.model_copy(update={"queue": self.queue})})
+        why = _adl.refusal(spec) or next((f"input file {f.source} does not exist" for f in spec.input_files
+                                          if not f.source.is_file()), None)
+        if why is not None:
+            return SubmitResult(submissions=[Submission(copy_index=i, tag=spec.copy_tag(i), error=why)
+                                             for i in range(n)])
+        plans = [_adl.plan(spec, i) for i in range(n)]
+        params = {"action": "new"}
+        delegation = await self.delegation()
+        if delegation is not None and self.rest.version != "1.0":  # REST 1.0 has no way to name it per request
+            params["delegation_id"] = delegation
+        entries: list[_parse.Entry] = []
+        for chunk in _chunks(range(n), _SUBMIT_CHUNK):
+            body = _adl.bundle([plans[i].xml for i in chunk])
+            answer = await self.rest.call("POST", "jobs", params=params, content=body.encode(),
+                                          headers={"Content-Type": "application/xml"}, creates=True,
+                                          expect_ok=False)
+            if answer.status_code not in (200, 201, 202):
+                # the whole bundle refused before any job was made (a malformed bundle, the CE's own limit)
+                text = answer.reason_phrase or answer.text[:200]
+                entries += [_parse.Entry(answer.status_code, text, None) for _ in chunk]
+                continue
+            try:
+                entries += _parse.submitted(answer.json(), len(chunk))
+            except ValueError as exc:
+                raise ConnectivityError(f"{self.name}: {exc}; the jobs may have been created: find them by "
+                                        "their tags") from None
+        subs = await asyncio.gather(*(self._after_create(spec, i, plans[i], e) for i, e in enumerate(entries)))
+        return SubmitResult(submissions=list(subs))
+
+    async def _after_create(self, spec: JobSpec, index: int, plan: _adl.Plan, entry: _parse.Entry) -> Submission:
+        tag = spec.copy_tag(index)
+        if not entry.ok or entry.job_id is None:
+            temporary = entry.code in (0, 503) or "no more jobs" in entry.reason.lower()
+            return Submission(copy_index=index, tag=tag, error=f"A-REX refused the job: {entry.reason} "
+                              f"({entry.code})", temporary=temporary)
+        job_id = entry.job_id
+        try:
+            for path, data in plan.uploads.items():
+                await self._put(job_id, path, data)
+            for path, source in plan.files.items():
+                await self._put_file(job_id, path, Path(source))
+        except (IntercedeError, OSError) as exc:  # the job would wait for inputs that never come: remove it
+            log.warning("%s: uploading the inputs of %s failed (%s); removing the job", self.name, job_id,
+                        type(exc).__name__)
+            await self._discard(job_id)
+            return Submission(copy_index=index, tag=tag, error=f"uploading the inputs of {job_id} failed: {exc}",
+                              temporary=is_temporary(exc))
+        self._last_seen[job_id] = JobStatus(job_id=job_id, state=JobState.SUBMITTED,
+                                            native_state=str(entry.body.get("state", "")))
+        return Submission(copy_index=index, tag=tag, job_id=job_id)
+
+    async def _put(self, job_id: str, path: str, data: bytes) -> None:
+        async with self._uploads:
+            answer = await self.rest.call("PUT", _session(job_id, path), content=data,
+                                          headers={"Content-Type": "application/octet-stream"}, expect_ok=False)
+        if not answer.is_success:
+            raise TransferError(f"A-REX refused the upload of {path} to {job_id}: {answer.status_code} "
+                                f"{answer.reason_phrase}")
+
+    async def _put_file(self, job_id: str, path: str, source: Path) -> None:
+        size = (await asyncio.to_thread(os.stat, source)).st_size
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with source.open("rb") as f:
+                while block := await asyncio.to_thread(f.read, 1 << 20):
+                    yield block
+
+        async with self._uploads:
+            answer = await self.rest.call("PUT", _session(job_id, path), content=chunks(),  # type: ignore[arg-type]
+                                          headers={"Content-Type": "application/octet-stream",
+                                                   "Content-Length": str(size)}, expect_ok=False)
+        if not answer.is_success:
+            raise TransferError(f"A-REX refused the upload of {path} to {job_id}: {answer.status_code} "
+                                f"{answer.reason_phrase}")
+
+    async def _discard(self, job_id: str) -> None:
+        for action in ("kill", "clean"):
+            try:
+                await self._bulk(action, [job_id])
+            except Exception as exc:  # noqa: BLE001 - best effort; A-REX times out jobs whose inputs never arrive
+                log.warning("%s: %s of %s failed (%s)", self.name, action, job_id, type(exc).__name__)
+
+    # -- delegation ------------------------------------------------------------------------------------------------
+
+    async def delegation(self) -> str | None:
+        """The id of this backend's delegated proxy at the CE (None without a proxy or with ``delegate=False``).
+
+        Created once and reused; checked to exist (``action=get``, at most once a minute) and recreated when A-REX no
+        longer knows it (404: A-REX accepts an unknown ``delegation_id`` silently); replaced an hour before it
+        expires."""
+        if not self.delegate or self.rest.proxy_file is None:
+            return None
+        async with self._delegating:
+            await self.rest.negotiate()
+            if self._delegation is not None:
+                known, expires = self._delegation
+                fresh = expires - datetime.now(UTC) > timedelta(hours=1)
+                if fresh and time.monotonic() - self._delegation_checked < 60:
+                    return known
+                if fresh:
+                    answer = await self.rest.call("POST", f"delegations/{known}", params={"action": "get"},
+                                                  expect_ok=False)
+                    if answer.is_success:
+                        self._delegation_checked = time.monotonic()
+                        return known
+                    log.info("%s: delegation %s is gone at the CE (%s); creating a new one", self.name, known,
+                             answer.status_code)
+                self._delegation = None
+            self._delegation = await self._delegate()
+            self._delegation_checked = time.monotonic()
+            return self._delegation[0]
+
+    async def _delegate(self) -> tuple[str, datetime]:
+        answer = await self.rest.call("POST", "delegations", params={"action": "new"})
+        made = answer.headers.get("Location", "").rstrip("/").rpartition("/")[2]
+        if not made:
+            raise ConnectivityError(f"{self.name}: A-REX made a delegation but did not say where")
+        proxy = await asyncio.to_thread(Path(self.rest.proxy_file or "").read_bytes)
+        try:
+            signed = _delegation.sign_request(answer.content, proxy)
+        except ValueError as exc:
+            raise AuthenticationError(f"{self.name}: cannot sign A-REX's delegation request with the proxy: "
+                                      f"{exc}") from None
+        await self.rest.call("PUT", f"delegations/{made}", content=signed,
+                             headers={"Content-Type": "application/x-pem-file"})
+        expires = _delegation.not_after(signed)
+        log.debug("%s: delegation %s created, valid until %s", self.name, made, expires.isoformat())
+        return made, expires
+
+    # -- status --------------------------------------------------------------------------------------------------
+
+    async def _bulk(self, action: str, job_ids: Sequence[str]) -> dict[str, _parse.Entry]:
+        found: dict[str, _parse.Entry] = {}
+        for chunk in _chunks(list(dict.fromkeys(job_ids)), _CHUNK):
+            answer = await self.rest.call("POST", "jobs", params={"action": action},
+                                          json={"job": [{"id": i} for i in chunk]})
+            found.update(_parse.bulk(answer.json()))
+        return found
+
+    async def _activities(self, job_ids: Sequence[str]) -> tuple[dict[str, _parse.Entry], dict[str, _parse.Activity]]:
+        entries = await self._bulk("info", job_ids)
+        acts = {i: a for i, e in entries.items() if e.ok and (a := _parse.activity(e)) is not None and a.state}
+        return entries, acts
+
+    async def status(self, job_ids: Sequence[str]) -> list[JobStatus]:
+        """One JobStatus per id, in order (one ``info`` round trip per chunk of ids)."""
+        valid = [i for i in job_ids if _ID.match(i)]
+        entries, acts = await self._activities(valid) if valid else ({}, {})
+        return [self._resolve(i, entries.get(i), acts.get(i)) for i in job_ids]
+
+    def _resolve(self, job_id: str, entry: _parse.Entry | None, act: _parse.Activity | None) -> JobStatus:
+        if not _ID.match(job_id):
+            return JobStatus(job_id=job_id, state=JobState.UNKNOWN, reason="not an ARC job id")
+        if act is not None:
+            self._missing_since.pop(job_id, None)
+            status = _parse.job_status(act, self._last_seen.get(job_id)).model_copy(update={
+                "submitted_at": _when(act.submitted), "started_at": _when(act.started),
+                "finished_at": _when(act.ended)})
+            self._last_seen[job_id] = status
+            return status
+        if job_id in self._purged:
+            return JobStatus(job_id=job_id, state=JobState.UNKNOWN, reason="purged: A-REX has no record of it")
+        if entry is not None and entry.code != 404:  # known, but no state yet (just created) or a transient answer
+            return self._last_seen.get(job_id) or JobStatus(job_id=job_id, state=JobState.SUBMITTED,
+                                                            reason=f"no state yet ({entry.code} {entry.reason})")
+        since = self._missing_since.setdefault(job_id, time.monotonic())
+        if time.monotonic() - since < self.grace:
+            return self._last_seen.get(job_id) or JobStatus(job_id=job_id, state=JobState.SUBMITTED,
+                                                            reason="not known to A-REX (yet)")
+        return JobStatus(job_id=job_id, state=JobState.UNKNOWN,
+                         reason=f"A-REX has had no record of it for {self.grace:.0f} s")
+
+    # -- cancel, purge -------------------------------------------------------------------------------------------
+
+    async def cancel(self, job_ids: Sequence[str]) -> list[Outcome]:
+        valid = [i for i in job_ids if _ID.match(i)]
+        entries = await self._bulk("kill", valid) if valid else {}
+        return [self._outcome(i, entries.get(i)) for i in job_ids]
+
+    @staticmethod
+    def _outcome(job_id: str, entry: _parse.Entry | None, gone_ok: bool = False) -> Outcome:
+        if not _ID.match(job_id):
+            return Outcome(job_id=job_id, ok=False, detail="not an ARC job id")
+        if entry is None:
+            return Outcome(job_id=job_id, ok=False, detail="A-REX did not answer for this id", temporary=True)
+        if entry.ok:
+            return Outcome(job_id=job_id, ok=True, detail=entry.reason)
+        if entry.code == 404:
+            if gone_ok:
+                return Outcome(job_id=job_id, ok=True, detail="A-REX has no record of it: nothing left to remove")
+            return Outcome(job_id=job_id, ok=False, detail="A-REX has no record of this job")
+        return Outcome(job_id=job_id, ok=False, detail=f"{entry.code} {entry.reason}",
+                       temporary=entry.code >= 500)
+
+    async def purge(self, job_ids: Sequence[str]) -> list[Outcome]:
+        """Kill what is active, wait (up to ``purge_wait`` s) until A-REX is done with it, then clean."""
+        valid = [i for i in job_ids if _ID.match(i)]
+        if not valid:
+            return [self._outcome(i, None) for i in job_ids]
+        _, acts = await self._activities(valid)
+        active = [i for i, a in acts.items() if a.state not in _parse.FINAL]
+        if active:
+            await self._bulk("kill", active)
+            deadline = time.monotonic() + self.purge_wait
+            while active and time.monotonic() < deadline:
+                await asyncio.sleep(1.0)
+                _, now = await self._activities(active)
+                active = [i for i in active if i in now and now[i].state not in _parse.FINAL]
+        entries = await self._bulk("clean", [i for i in valid if i not in active])
+        out = []
+        for i in job_ids:
+            if i in active:
+                out.append(Outcome(job_id=i, ok=False, temporary=True,
+                                   detail=f"still being killed after {self.purge_wait:.0f} s; purge again later"))
+                continue
+            outcome = self._outcome(i, entries.get(i), gone_ok=True)
+            if outcome.ok:
+                self._purged.add(i)
+                self._last_seen.pop(i, None)
+            out.append(outcome)
+        return out
+
+    # -- fetch, peek ---------------------------------------------------------------------------------------------
+
+    async def _list(self, job_id: str, directory: str) -> _parse.Listing | None:
+        path = _session(job_id, directory)
+        answer = await self.rest.call("GET", path, expect_ok=False)
+        if answer.status_code == 404:
+            return None
+        if not answer.is_success:
+            raise TransferError(f"listing {directory or 'the session'} of {job_id}: {answer.status_code} "
+                                f"{answer.reason_phrase}")
+        return _parse.listing(answer.json())
+
+    async def fetch(self, job_id: str, spec: JobSpec, destination: Path,
+                    bounds: OutputBounds | None = None) -> OutputManifest:
+        bounds = bounds or OutputBounds()
+        if not _ID.match(job_id):
+            raise TransferError(f"{job_id!r} is not an ARC job id")
+        wanted = {spec.stdout: spec.stdout, spec.stderr: spec.stderr} | {o.name: o.target for o in spec.output_files}
+        top = await self._list(job_id, "")
+        if top is None:
+            raise TransferError(f"the outputs of {job_id} are gone: A-REX has no session for it (purged?)")
+        listings: dict[str, _parse.Listing | None] = {"": top}
+        refused: dict[str, str] = {}
+        present: list[str] = []
+        missing: list[str] = []
+        for name in wanted:
+            parent = str(PurePosixPath(name).parent)
+            parent = "" if parent == "." else parent
+            where = await self._walk(job_id, parent, listings)
+            leaf = PurePosixPath(name).name
+            if where is None:
+                missing.append(name)
+            elif leaf in where.files:
+                present.append(name)
+            elif leaf in where.dirs:
+                refused[name] = "is a directory, not a regular file"
+            else:
+                missing.append(name)
+        for directory, found in listings.items():
+            for bad, why in (found.refused.items() if found else ()):
+                refused[f"{directory}/{bad}" if directory else bad] = f"in the CE's listing: {why}"
+        if len(present) > bounds.max_files:
+            raise OutputBoundError(f"{job_id} has {len(present)} output files, over the bound of {bounds.max_files} "
+                                   "(before transfer)")
+        sizes = {name: await self._size(job_id, name) for name in present}
+        if sum(sizes.values()) > bounds.max_bytes:
+            raise OutputBoundError(f"{job_id} outputs total {sum(sizes.values())} bytes, over the bound of "
+                                   f"{bounds.max_bytes} (before transfer); raise OutputBounds.max_bytes to fetch them")
+        root = await asyncio.to_thread(_prepare, destination)
+        files: list[ManifestEntry] = []
+        budget = bounds.max_bytes
+        for name in present:
+            entry = await asyncio.wait_for(self._download(job_id, name, root, wanted[name], budget),
+                                           bounds.transfer_timeout)
+            budget -= entry.size
+            files.append(entry)
+        return OutputManifest(job_id=job_id, destination=root, files=files, missing=missing, refused=refused)
+
+    async def _walk(self, job_id: str, directory: str, listings: dict[str, _parse.Listing | None]
+                    ) -> _parse.Listing | None:
+        """The listing of ``directory``, reached one component at a time through listings that name it."""
+        if directory in listings:
+            return listings[directory]
+        parent = str(PurePosixPath(directory).parent)
+        parent = "" if parent == "." else parent
+        above = await self._walk(job_id, parent, listings)
+        found = None
+        if above is not None and PurePosixPath(directory).name in above.dirs:
+            found = await self._list(job_id, directory)
+        listings[directory] = found
+        return found
+
+    async def _size(self, job_id: str, name: str) -> int:
+        answer = await self.rest.call("HEAD", _session(job_id, name), expect_ok=False)
+        if not answer.is_success:
+            raise TransferError(f"{name} of {job_id}: {answer.status_code} {answer.reason_phrase}")
+        return int(answer.headers.get("Content-Length", "0"))
+
+    async def _download(self, job_id: str, name: str, root: Path, target: str, budget: int) -> ManifestEntry:
+        local = await asyncio.to_thread(_local_path, root, target)
+        part = local.with_name(f".{local.name}.part")
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            async with self.rest.stream(_session(job_id, name)) as answer:
+                if not answer.is_success:
+                    raise TransferError(f"{name} of {job_id}: {answer.status_code} {answer.reason_phrase}")
+                with part.open("wb") as out:
+                    async for block in answer.aiter_bytes(1 << 20):
+                        size += len(block)
+                        if size > budget:
+                            raise OutputBoundError(f"{job_id}: {name} grew past the byte bound during transfer "
+                                                   "(after transfer)")
+                        digest.update(block)
+                        await asyncio.to_thread(out.write, block)
+            os.replace(part, local)
+        finally:
+            part.unlink(missing_ok=True)
+        return ManifestEntry(name=target, size=size, sha256=digest.hexdigest())
+
+    async def peek(self, job_id: str, name: str, max_bytes: int = 65536) -> bytes:
+        """The last ``max_bytes`` of a session file of the job, or of one of its A-REX diagnostics with
+        ``diagnose/<file>`` (errors, failed, status, description, ...). A file that is not there is a
+        :class:`CommandError`."""
+        if not _ID.match(job_id):
+            raise CommandError(f"{job_id!r} is not an ARC job id")
+        path = PurePosixPath(name)
+        if path.is_absolute() or ".." in path.parts or not name or "\0" in name:
+            raise OutputBoundError(f"{name!r} is not a relative path inside the job's session directory")
+        where = f"jobs/{job_id}/diagnose/{quote(name.removeprefix('diagnose/'), safe='')}" \
+            if name.startswith("diagnose/") else _session(job_id, name)
+        tail = bytearray()
+        async with self.rest.stream(where) as answer:
+            if not answer.is_success:
+                raise CommandError(f"{name} of {job_id}: {answer.status_code} {answer.reason_phrase}")
+            async for block in answer.aiter_bytes():
+                tail += block
+                del tail[:-max_bytes]
+        return bytes(tail)
+
+    # -- tags, load ----------------------------------------------------------------------------------------------
+
+    async def find_by_tag(self, tags: Sequence[str]) -> dict[str, list[str]]:
+        """Every job of this user at the CE whose ADL ``Name`` is one of ``tags`` (``GET /jobs`` + ``info``)."""
+        answer = await self.rest.call("GET", "jobs")
+        ids = [e["id"] for e in answer.json().get("job", []) if isinstance(e, dict) and "id" in e] \
+            if isinstance(answer.json().get("job"), list) else []
+        found: dict[str, list[str]] = {t: [] for t in tags}
+        if ids:
+            _, acts = await self._activities(ids)
+            for job_id in ids:
+                act = acts.get(job_id)
+                if act is not None and act.name in found:
+                    found[act.name].append(job_id)
+        return found
+
+    async def load(self) -> LoadReport:
+        answer = await self.rest.call("GET", "info")
+        if not answer.content.strip():  # right after A-REX starts, before its info provider has run
+            raise ConnectivityError(f"{self.name}: the CE has not published its GLUE2 information yet")
+        return _parse.load(answer.json())
+
+
+def _session(job_id: str, path: str) -> str:
+    """The REST path of ``path`` in the job's session directory, every component percent-encoded (a ``;``, ``&``,
+    ``#`` or ``?`` in a file name must not reach A-REX as URL syntax)."""
+    return f"jobs/{job_id}/session" + "".join(f"/{quote(part, safe='')}" for part in path.split("/") if part)
+
+
+def _prepare(destination: Path) -> Path:
+    destination.mkdir(parents=True, exist_ok=True)
+    return destination.resolve()
+
+
+def _local_path(root: Path, target: str) -> Path:
+    local = root / target
+    local.parent.mkdir(parents=True, exist_ok=True)
+    if not local.parent.resolve().is_relative_to(root):
+        raise OutputBoundError(f"output {target!r} would be written outside {root} (a directory there is a symlink)")
+    if local.is_symlink():
+        raise OutputBoundError(f"refusing to write output {target!r} through the symlink {local}")
+    return local

@@ -1,0 +1,100 @@
+"""The ARC parsers on A-REX's real answers, recorded per release by ``tests/data/arc/record.py``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from intercede.backends.arc import _parse
+from intercede.model import JobState, JobStatus
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "arc"
+RELEASES = ["6.17", "7.0", "7.2"]
+
+
+def load(release: str, name: str) -> Any:
+    return json.loads((DATA / release / f"{name}.json").read_text())
+
+
+@pytest.fixture(params=RELEASES, ids=[f"arc-{r}" for r in RELEASES])
+def release(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_versions_are_negotiated_to_the_newest_both_speak(release: str) -> None:
+    offered = _parse.versions(load(release, "rest_versions"))
+    assert _parse.pick_version(offered) == ("1.0" if release == "6.17" else "1.1")
+    assert _parse.pick_version(["2.0"]) is None
+
+
+def test_a_submit_answer_gives_an_id_per_accepted_description_and_the_reason_per_refused_one(release: str) -> None:
+    entries = _parse.submitted(load(release, "submit"), 4)
+    assert [e.ok for e in entries] == [True, True, True, False]
+    assert all(e.job_id for e in entries[:3]) and entries[3].job_id is None
+    assert "queue" in entries[3].reason.lower()
+    with pytest.raises(ValueError, match="4 entries for 5"):
+        _parse.submitted(load(release, "submit"), 5)
+
+
+def test_final_info_maps_to_done_failed_and_aborted_with_exit_codes(release: str) -> None:
+    jobs = load(release, "captures")["jobs"]
+    entries = _parse.bulk(load(release, "info_final"))
+    status = {role: _parse.job_status(_parse.activity(entries[i])) for role, i in jobs.items()}  # type: ignore[arg-type]
+    assert (status["ok"].state, status["ok"].exit_code, status["ok"].native_state) == (JobState.DONE, 0, "FINISHED")
+    assert (status["fail"].state, status["fail"].exit_code) == (JobState.FAILED, 3)
+    assert "exit code" in status["fail"].reason
+    assert (status["sleep"].state, status["sleep"].native_state) == (JobState.ABORTED, "KILLED")
+    assert _parse.activity(entries["ffffffffffff"]) is None and entries["ffffffffffff"].code == 404
+
+
+def test_bulk_answers_are_matched_by_id_not_position(release: str) -> None:
+    doc = load(release, "status_final")
+    reversed_doc = {"job": list(reversed(doc["job"]))}
+    assert _parse.bulk(doc) == _parse.bulk(reversed_doc)
+    assert {e.code for e in _parse.bulk(load(release, "info_cleaned")).values()} == {404}
+    assert {e.code for e in _parse.bulk(load(release, "clean")).values()} == {202, 404}
+
+
+def test_a_running_job_is_running_and_every_state_seen_is_mapped(release: str) -> None:
+    (entry,) = _parse.bulk(load(release, "info_running")).values()
+    act = _parse.activity(entry)
+    assert act is not None and _parse.job_status(act).state is JobState.RUNNING and act.name == "rec-sleep"
+    for trace in load(release, "states").values():
+        for word in trace:
+            if not word.startswith("<"):
+                assert _parse.job_status(_parse.Activity("x", word)).state is not JobState.UNKNOWN, word
+
+
+def test_the_session_listing_nests_and_the_glue2_document_gives_load(release: str) -> None:
+    top = _parse.listing(load(release, "list_session"))
+    assert {"stdout.txt", "stderr.txt"} <= set(top.files) and top.dirs == ["d"] and not top.refused
+    assert _parse.listing(load(release, "list_session_d_e")).files == ["f"]
+    busy = _parse.load(load(release, "glue2_info_busy"))
+    assert busy.running >= 1 and busy.total_cores == 2 and busy.free_cores is not None
+    assert _parse.load(load(release, "glue2_info_idle")).running == 0
+
+
+@pytest.mark.parametrize("state", ["HELD", "EXITINGLRMS", "OTHER", "EXECUTED", "FINISHING", "QUEUING", "PREPARING"])
+def test_non_terminal_states_stay_non_terminal(state: str) -> None:
+    assert not _parse.job_status(_parse.Activity("x", state)).state.is_terminal
+
+
+def test_wiped_keeps_the_last_state_and_finished_with_an_exit_code_is_failed() -> None:
+    last = JobStatus(job_id="x", state=JobState.DONE, exit_code=0, native_state="FINISHED")
+    wiped = _parse.job_status(_parse.Activity("x", "WIPED"), last)
+    assert (wiped.state, wiped.exit_code, wiped.native_state) == (JobState.DONE, 0, "WIPED")
+    assert _parse.job_status(_parse.Activity("x", "WIPED")).state is JobState.UNKNOWN
+    assert _parse.job_status(_parse.Activity("x", "FINISHED", exit_code=2)).state is JobState.FAILED
+    assert _parse.job_status(_parse.Activity("x", "NEWWORD")).reason == "unrecognised ARC state 'NEWWORD'"
+
+
+def test_hostile_names_in_a_listing_are_refused_per_entry() -> None:
+    got = _parse.listing({"file": ["ok.txt", "../../etc/passwd", "/etc/shadow", "a/b", "..", ".", "", "x\0y",
+                                   "\u00c3\u00a9.txt"], "dir": ["..", "sub"]})
+    assert got.files == ["ok.txt", "é.txt"] and got.dirs == ["sub"]
+    assert set(got.refused) == {"../../etc/passwd", "/etc/shadow", "a/b", "..", ".", "", "x\0y"}
+    assert _parse.file_name("\u00e9") == "\u00e9"  # not UTF-8 as bytes: kept as it came
+    assert _parse.rest_state(["nordugrid:FAILED::INLRMS", "file:inlrms"]) == "FAILED"
