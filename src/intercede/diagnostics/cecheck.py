@@ -7,8 +7,10 @@ and runs these steps in order, stopping at the first failure (the later ones are
 configuration   the backend can be built from the config (no I/O)
 credentials     every credential file the config names (SSH keys, known_hosts, ``*_file`` options) is readable
 reach           the network endpoint accepts a TCP connection: the SSH endpoint (or its jump host), the HTCondor
-                collector or CE (skipped for local transports)
-authenticate    log in and run ``true`` (for a local transport: run ``true``); HTCondor: ask the schedd its version
+                collector or CE, the host and port of an ``https://`` ``endpoint`` (ARC's A-REX); skipped for local
+                transports
+authenticate    log in and run ``true`` (for a local transport: run ``true``); HTCondor: ask the schedd its version;
+                ARC: an authenticated REST call that changes nothing
 scheduler       the resource reports its load (skipped where it cannot)
 test job        submit ``echo`` with a random token, poll until it ends: it must be Done with exit code 0
 outputs         fetch the job's stdout into a temporary directory: it must hold the token
@@ -27,6 +29,7 @@ import os
 import secrets
 import tempfile
 import time
+from urllib.parse import SplitResult, urlsplit
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,6 +253,11 @@ class _Checker:
             return host, int(port or 9618), config.pool, "`pool` (host:port of the collector)", "the collector"
         if isinstance(config, HTCondorCEConfig):
             return config.ce, config.port, f"{config.ce}:{config.port}", "`ce` and `port`", "the HTCondor-CE"
+        url = _https_endpoint(config)
+        if url is not None and url.hostname:
+            port = url.port or 443
+            return (url.hostname, port, f"{url.hostname}:{port}", "`endpoint` (https://host:port/path)",
+                    _DAEMONS.get(_kind(config), "the service"))
         return None
 
     async def _authenticate(self) -> tuple[Result, str]:
@@ -284,12 +292,12 @@ class _Checker:
         try:
             answer = await asyncio.wait_for(version(), min(self.timeout, 60.0))
         except AuthenticationError as exc:
-            raise _Failed(str(exc), "check the token files of the config: readable, not expired, issued for this "
-                                    "pool (an HTCondor-CE SciToken's audience is <ce>:<port>)") from exc
+            raise _Failed(str(exc), _AUTH_HINTS.get(_kind(self.config), _AUTH_HINTS["htcondor"])) from exc
         except (ConnectivityError, TimeoutError, asyncio.TimeoutError) as exc:
             raise _Failed(f"no answer: {exc or 'timed out'}", "the port answers but the daemon did not: check its "
                                                               "logs") from exc
-        return "ok", f"authenticated; the schedd runs {str(answer).strip()[:80]}"
+        who = "A-REX speaks" if _kind(self.config) == "arc" else "the schedd runs"
+        return "ok", f"authenticated; {who} {str(answer).strip()[:80]}"
 
     async def _scheduler(self) -> tuple[Result, str]:
         backend = self.backend
@@ -384,6 +392,28 @@ class _Checker:
         return "ok", f"job {job_id} purged"
 
 
+#: the daemon behind an ``https://`` endpoint, by CE kind (for the reach step's hint)
+_DAEMONS = {"arc": "A-REX"}
+
+#: what to do when a CE kind without a command transport refuses the credentials
+_AUTH_HINTS = {
+    "htcondor": "check the token files of the config: readable, not expired, issued for this pool (an HTCondor-CE "
+                "SciToken's audience is <ce>:<port>)",
+    "arc": "renew the credential the config names: a fresh X.509 proxy in `proxy_file` (arcproxy or "
+           "voms-proxy-init; `arcproxy -I` shows its time left) and/or a fresh bearer token in `token_file`, "
+           "accepted by the CE (its issuer, audience and mapping); check too that `ca_file`/`ca_dir` holds the CA "
+           "that signed the CE's host certificate",
+}
+
+
+def _https_endpoint(config: CEConfigBase) -> SplitResult | None:
+    """The parsed ``endpoint`` option of ``config`` when it is an ``https://`` URL (the ARC kind's), else None."""
+    endpoint = getattr(config, "endpoint", None)
+    if not isinstance(endpoint, str) or not endpoint.startswith("https://"):
+        return None
+    return urlsplit(endpoint)
+
+
 def _auth_hint(transport: Transport) -> str:
     if isinstance(transport, SSHTransport):
         e = transport.endpoint
@@ -401,6 +431,9 @@ def describe(config: CEConfigBase) -> str:
         return f"htcondor schedd of pool {config.pool}"
     if isinstance(config, HTCondorCEConfig):
         return f"htcondor-ce {config.ce}:{config.port}"
+    url = _https_endpoint(config)
+    if url is not None:
+        return f"{_kind(config)} {url.geturl()}"
     return _kind(config)
 
 

@@ -480,6 +480,14 @@ class ARCBackend:
                     found[act.name].append(job_id)
         return found
 
+    async def version(self) -> str:
+        """What the CE speaks (``REST 1.1``), learned through an authenticated call that changes nothing: listing
+        this identity's delegations. ``intercede ce check`` uses it as its authenticate step; refused or expired
+        credentials raise :class:`AuthenticationError`."""
+        version = await self.rest.negotiate()
+        await self.rest.call("GET", "delegations")
+        return f"REST {version}"
+
     async def load(self) -> LoadReport:
         answer = await self.rest.call("GET", "info")
         if not answer.content.strip():  # right after A-REX starts, before its info provider has run
