@@ -354,6 +354,12 @@ def _attach_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="take the namespace from this config file")
 
 
+def _replace_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--replace", action="store_true",
+                        help="if intercede already runs there with other settings, replace it with these (without "
+                             "this flag it is refused, naming what differs)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="intercede", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"intercede {_version()}")
@@ -366,9 +372,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=int, default=8, help="how many sample jobs (0: none, just the service)")
     run.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for each phase")
     run.add_argument("--serve", action="store_true", help="keep running after the sample jobs (until Ctrl-C)")
-    run.add_argument("--replace", action="store_true",
-                     help="if intercede already runs there with other settings, replace it with these (without this "
-                          "flag it is refused, naming what differs)")
+    _replace_option(run)
     run.add_argument("--address", default=None,
                      help="the Ray cluster to run in (default: $RAY_ADDRESS, else the one `ray start` started on "
                           "this machine, else a new local one; `local` always starts a new one)")
@@ -378,6 +382,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="TOML file declaring the CEs (default: the embedded local CE)")
     serve.add_argument("--data-dir", default="intercede-data", help="journal and outputs (embedded default only)")
     serve.add_argument("--address", default=None, help="the Ray cluster to run in (as for `intercede run`)")
+    _replace_option(serve)  # both share _run, which reads args.replace
     serve.set_defaults(handler=_run, jobs=0, serve=True, ce=None, timeout=600.0)
 
     declare = sub.add_parser(
