@@ -8,6 +8,7 @@ The A-REX is the session's shared 7.2 stack (``tests.contract.cases_arc.arc_7_2`
 from __future__ import annotations
 
 import re
+import socket
 import time
 from pathlib import Path
 
@@ -69,6 +70,17 @@ def test_an_arc_ce_with_a_missing_proxy_fails_at_credentials(stack: ARCStack, tm
                       f"proxy_file file {missing} does not exist", "what to do: create it or correct `proxy_file`",
                       code=1)
     assert _steps(result)["reach"] == "skip"
+
+
+def test_an_arc_ce_at_a_wrong_port_fails_at_reach(stack: ARCStack, tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    config = arc_config(tmp_path, stack, proxy=stack.proxy_file)
+    config.write_text(config.read_text().replace(stack.url, f"https://127.0.0.1:{closed}/arex"))
+    result = intercede("ce", "check", "arc", "--config", config, cwd=tmp_path, timeout=120)
+    assert_user_error(result, f"FAILED: CE 'arc' failed the reach step: cannot connect to 127.0.0.1:{closed}",
+                      "what to do: check `endpoint` (https://host:port/path), that A-REX runs there", code=1)
 
 
 def test_an_arc_ce_with_an_expired_token_fails_at_authenticate(stack: ARCStack, tmp_path: Path) -> None:

@@ -29,11 +29,11 @@ import os
 import secrets
 import tempfile
 import time
-from urllib.parse import SplitResult, urlsplit
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import SplitResult, urlsplit
 
 from intercede.backends.capabilities import Cancellable, JobBackend, LoadReporter, OutputRetriever, Purgeable
 from intercede.backends.registry import BatchConfig, CEConfigBase, HTCondorCEConfig, HTCondorConfig, build_backend
@@ -255,8 +255,12 @@ class _Checker:
             return config.ce, config.port, f"{config.ce}:{config.port}", "`ce` and `port`", "the HTCondor-CE"
         url = _https_endpoint(config)
         if url is not None and url.hostname:
-            port = url.port or 443
-            return (url.hostname, port, f"{url.hostname}:{port}", "`endpoint` (https://host:port/path)",
+            try:
+                https = url.port or 443
+            except ValueError as exc:  # the config's pattern admits any host:port text
+                raise _Failed(f"`endpoint` {url.geturl()} has no valid port ({exc})",
+                              "write the endpoint as https://host[:port]/path, the port 1-65535") from exc
+            return (url.hostname, https, f"{url.hostname}:{https}", "`endpoint` (https://host:port/path)",
                     _DAEMONS.get(_kind(config), "the service"))
         return None
 
