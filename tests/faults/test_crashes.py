@@ -24,7 +24,7 @@ from tests.faults.conftest import stop_actors
 pytestmark = pytest.mark.faults
 
 # Submits and fetches are one call per key; purges are bulk (one call per tick), so fewer of them can crash.
-PLAN = {"before:submit": 5, "after:submit": 6, "after:find_by_tag": 1, "before:fetch": 5, "after:fetch": 5,
+PLAN = {"before:submit": 5, "after:submit": 6, "after:find_attempts": 1, "before:fetch": 5, "after:fetch": 5,
         "before:purge": 1, "after:purge": 1}
 
 

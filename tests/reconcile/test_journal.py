@@ -71,8 +71,11 @@ def test_a_reopened_journal_loads_every_declaration_and_every_progress_field(pat
                        attempts=3)
         written = {"k1": j.progress("k1"), "k2": j.progress("k2")}
     desired, progress = _consistent(path)
-    assert desired == {"k1": Desired("k1", "ce-a", SPEC),
+    # k1 has a job id, so its secrets were scrubbed (only their names stay); k2 may still be submitted.
+    scrubbed = SPEC.model_copy(update={"copies": [Copy(variables={"SEED": "7"}, secrets={"TOKEN": SecretStr("")})]})
+    assert desired == {"k1": Desired("k1", "ce-a", scrubbed),
                        "k2": Desired("k2", "ce-b", SPEC, Phase.COLLECTED, Path("/data/out/k2"))}
+    assert desired["k2"].spec.copies[0].secrets["TOKEN"].get_secret_value() == "s3cr3t-value"
     assert progress == written
     assert progress["k1"] == Progress(job_id="42", submit_intent=True, state=JobState.DONE, native_state="COMPLETED",
                                       exit_code=3, reason="exit 3", last_seen=100.5, cancel_sent_at=101.0,

@@ -20,6 +20,8 @@ class RetryPolicy:
     ``(seed, key, n)`` so that a plan stays reproducible while jobs failing together do not retry in lockstep.
     ``submits_per_tick`` bounds the submits planned per CE in one tick (a caller may pass a tighter per-CE budget).
     ``cancel_resend_after`` is how long a cancel is given to show up as a terminal state before it is sent again.
+    ``live_attempt_tries`` is how many times Adopt looks again for a job that claimed an earlier attempt's fence (it
+    runs, but its tag does not find it) before giving the key a permanent error rather than ever resubmitting it.
     """
 
     base: float = 1.0
@@ -29,6 +31,7 @@ class RetryPolicy:
     seed: int = 0
     submits_per_tick: int = 100
     cancel_resend_after: float = 60.0
+    live_attempt_tries: int = 6
 
     def __post_init__(self) -> None:
         if self.base < 0 or self.cap < 0 or self.factor < 1:
@@ -37,6 +40,8 @@ class RetryPolicy:
             raise ValueError(f"jitter is a fraction in [0, 1], got {self.jitter}")
         if self.submits_per_tick < 0 or self.cancel_resend_after < 0:
             raise ValueError("submits_per_tick and cancel_resend_after must not be negative")
+        if self.live_attempt_tries < 1:
+            raise ValueError("live_attempt_tries must be at least 1")
 
     def delay(self, attempts: int, key: str = "") -> float:
         """Seconds to wait after ``attempts`` consecutive failures (``attempts`` >= 1)."""
