@@ -1,0 +1,159 @@
+"""Directed faults that used to run jobs twice (issue 14, item 1): real Slurm 24.11 over SSH, intercede on Ray.
+
+With slurmctld stopped every ``sbatch`` hangs, retrying against the dead controller. Then one victim dies while the
+submits are in flight at the resource:
+
+* ``sshd``: sshd is killed and started again; every connection drops, and the remote ``sbatch`` processes are
+  orphaned, still retrying;
+* ``ce-actor``: the CE actor that owns the SSH connection is killed (Ray restarts it); same orphans;
+* ``reconciler``: the reconciler actor is killed (Ray restarts it) while the CE actor survives and its submits are
+  still running in it.
+
+slurmctld is started again at once, so the orphans land while the restarted side is looking the keys up by tag. The
+promise is counted at the resource: each payload appends its key to a ledger file, so "ran exactly once" does not
+depend on what intercede believes. An orphan that lands after its key was resubmitted exists in Slurm (``sacct``
+lists it) but must exit at its fence without running its payload, and be cancelled and purged.
+
+Rounds per victim: ``INTERCEDE_DUPLICATE_ROUNDS`` (default 1: three rounds take ~2-3 min). The issue's evidence is
+10 rounds per victim: ``INTERCEDE_DUPLICATE_ROUNDS=10``. Figures are printed per round (run with ``-s``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import ray
+
+from intercede.actors.reconciler import ce_actor_name, reconciler_name
+from stacks.slurm_stack import SlurmStack
+from stacks.slurm_stack import start as start_slurm
+from tests.faults.test_outages import CE, Run, _sshd_greets, disarm_watcher, restart_sshd, start_sshd
+
+pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("ray_local")]
+
+ROUNDS = int(os.environ.get("INTERCEDE_DUPLICATE_ROUNDS", "1"))
+KEYS = 8  # the CE actor's submit slots: every key is in flight at once
+ACTIVE = "PENDING,RUNNING,CONFIGURING,COMPLETING,SUSPENDED,REQUEUED"
+
+
+@pytest.fixture(scope="module")
+def slurm() -> Iterator[SlurmStack]:
+    stack = start_slurm("24.11")
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(autouse=True)
+def _stack_up_after_each_test(slurm: SlurmStack) -> Iterator[None]:
+    yield
+    disarm_watcher(slurm)
+    if not _sshd_greets(slurm):
+        start_sshd(slurm)
+    slurm.start_slurmctld()
+
+
+@dataclass
+class Round:
+    victim: str
+    in_flight: int  # sbatch processes running at the resource when the victim was killed
+    runs: dict[str, int]  # the ledger: payload runs per key
+    jobs: Counter[str]  # Slurm jobs per key (sacct), fenced orphans included
+    lost: list[str]  # keys not collected, or with a permanent error
+    leftovers: dict[str, str]  # job directories left under the CE's root
+    active: list[str]  # jobs of ours still in Slurm's queue at the end
+    seconds: float
+
+    @property
+    def duplicates(self) -> int:
+        return sum(n - 1 for n in self.runs.values() if n > 1)
+
+    @property
+    def fenced(self) -> int:
+        return sum(self.jobs.values()) - sum(min(n, 1) for n in self.jobs.values())
+
+
+def _wait(what: str, predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f} s: {what}")
+        time.sleep(0.1)
+
+
+def _sbatch_running(stack: SlurmStack) -> int:
+    out = stack.exec(["pgrep", "-c", "-x", "sbatch"]).stdout.strip()
+    return int(out or 0)
+
+
+def _active_jobs(stack: SlurmStack, keys: list[str]) -> list[str]:
+    out = stack.check(["squeue", "--noheader", "--me", f"--name={','.join(keys)}", f"--states={ACTIVE}",
+                       "--format=%i %j %T"], user=stack.username)
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def _kill(victim: str, stack: SlurmStack, namespace: str) -> None:
+    if victim == "sshd":
+        restart_sshd(stack)
+    else:
+        name = ce_actor_name(CE) if victim == "ce-actor" else reconciler_name()
+        ray.kill(ray.get_actor(name, namespace=namespace), no_restart=False)  # Ray restarts it
+
+
+async def _round(stack: SlurmStack, tmp_path: Path, victim: str) -> Round:
+    start = time.monotonic()
+    run = Run(stack, tmp_path)
+    keys = [f"{run.namespace}-{i}" for i in range(KEYS)]
+    try:
+        ic = run.start()
+        await asyncio.to_thread(stack.stop_slurmctld)
+        await ic.declare(run.requests(keys, seconds=1.0), progress=False)
+        await asyncio.to_thread(_wait, f"{KEYS} sbatch in flight at the resource",
+                                lambda: _sbatch_running(stack) >= KEYS, 30)
+        in_flight = _sbatch_running(stack)
+        await asyncio.to_thread(_kill, victim, stack, run.namespace)
+        await asyncio.to_thread(stack.start_slurmctld)
+        rows = await run.collected(keys, timeout=240)
+        # Orphans still retrying would land later: wait until none is left, and the jobs they made have ended.
+        await asyncio.to_thread(_wait, "no sbatch left at the resource", lambda: _sbatch_running(stack) == 0, 180)
+        await asyncio.to_thread(_wait, "no job of ours left in the queue", lambda: not _active_jobs(stack, keys), 60)
+        await run.until("every key still collected", lambda: run._collected(keys), timeout=60)
+        rows = await run.rows(keys)
+    finally:
+        run.stop()
+    lost = sorted(k for k, r in rows.items() if r["permanent_error"] or r["state"] != "Done" or not r["collected"])
+    lost += sorted(set(keys) - set(rows))
+    ledger = Counter(stack.exec(["cat", run.ledger], user=stack.username).stdout.split())
+    return Round(victim, in_flight, {k: ledger.get(k, 0) for k in keys}, run.accounted(keys), lost,
+                 run.leftover_directories(), _active_jobs(stack, keys), time.monotonic() - start)
+
+
+@pytest.mark.parametrize("victim", ["sshd", "ce-actor", "reconciler"])
+async def test_orphaned_submits_run_each_payload_exactly_once_on_slurm_24_11(
+        slurm: SlurmStack, tmp_path: Path, victim: str) -> None:
+    rounds: list[Round] = []
+    for i in range(ROUNDS):
+        result = await _round(slurm, tmp_path / f"round-{i}", victim)
+        rounds.append(result)
+        print(f"\n[duplicates] victim={victim} round={i + 1}/{ROUNDS} in_flight={result.in_flight} "
+              f"duplicates={result.duplicates} lost={len(result.lost)} fenced_orphans={result.fenced} "
+              f"leftovers={len(result.leftovers)} active={len(result.active)} seconds={result.seconds:.1f}")
+    print(f"\n[duplicates] victim={victim} rounds={len(rounds)} kills={len(rounds)} "
+          f"keys={KEYS * len(rounds)} duplicates={sum(r.duplicates for r in rounds)} "
+          f"lost={sum(len(r.lost) for r in rounds)} fenced_orphans={sum(r.fenced for r in rounds)} "
+          f"seconds={sum(r.seconds for r in rounds):.1f}")
+    for r in rounds:
+        assert r.in_flight >= KEYS, "every key's sbatch was in flight when the victim died"
+        assert r.duplicates == 0, f"each payload ran at most once at the resource: {r.runs}"
+        assert r.lost == [] and min(r.runs.values()) == 1, f"each key ran and was collected: lost {r.lost}, {r.runs}"
+        assert all(n >= 1 for n in r.jobs.values()), f"Slurm knows a job of every key: {r.jobs}"
+        assert r.active == [], "no job of ours is left in the queue"
+        assert r.leftovers == {}, "no job or attempt directory is left at the resource"
