@@ -9,8 +9,10 @@ submits are in flight at the resource:
 * ``reconciler``: the reconciler actor is killed (Ray restarts it) while the CE actor survives and its submits are
   still running in it.
 
-slurmctld is started again at once, so the orphans land while the restarted side is looking the keys up by tag. The
-promise is counted at the resource: each payload appends its key to a ledger file, so "ran exactly once" does not
+The ``sbatch`` processes are frozen (SIGSTOP) just before the victim dies and thawed only once every key has a job
+again (or after ``THAW_AFTER`` seconds): an orphan that "has not reached the controller yet" while slurmctld is back
+and the restarted side looks the keys up by tag, which is the window the issue measured, made certain instead of
+left to timing. The promise is counted at the resource: each payload appends its key to a ledger file, so "ran exactly once" does not
 depend on what intercede believes. An orphan that lands after its key was resubmitted exists in Slurm (``sacct``
 lists it) but must exit at its fence without running its payload, and be cancelled and purged.
 
@@ -22,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,15 +36,29 @@ import pytest
 import ray
 
 from intercede.actors.reconciler import ce_actor_name, reconciler_name
+from intercede.backends.capabilities import AttemptTaggable, Fenceable
+from intercede.backends.registry import build_backend
+from intercede.model import JobSpec, JobState, Resources
 from stacks.slurm_stack import SlurmStack
 from stacks.slurm_stack import start as start_slurm
-from tests.faults.test_outages import CE, Run, _sshd_greets, disarm_watcher, restart_sshd, start_sshd
+from tests.contract.waiting import until_state, until_terminal
+from tests.faults.test_outages import (
+    CE,
+    Run,
+    _job,
+    _settings,
+    _sshd_greets,
+    disarm_watcher,
+    restart_sshd,
+    start_sshd,
+)
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("ray_local")]
 
 ROUNDS = int(os.environ.get("INTERCEDE_DUPLICATE_ROUNDS", "1"))
 KEYS = 8  # the CE actor's submit slots: every key is in flight at once
 ACTIVE = "PENDING,RUNNING,CONFIGURING,COMPLETING,SUSPENDED,REQUEUED"
+THAW_AFTER = 20.0  # seconds the frozen submits wait at most for the keys to have jobs again
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +137,13 @@ async def _round(stack: SlurmStack, tmp_path: Path, victim: str) -> Round:
         await asyncio.to_thread(_wait, f"{KEYS} sbatch in flight at the resource",
                                 lambda: _sbatch_running(stack) >= KEYS, 30)
         in_flight = _sbatch_running(stack)
+        stack.check(["pkill", "-STOP", "-x", "sbatch"])
         await asyncio.to_thread(_kill, victim, stack, run.namespace)
         await asyncio.to_thread(stack.start_slurmctld)
+        deadline = time.monotonic() + THAW_AFTER
+        while time.monotonic() < deadline and not await run.all_submitted(keys):
+            await asyncio.sleep(0.2)
+        stack.exec(["pkill", "-CONT", "-x", "sbatch"])  # the orphans go on, and land
         rows = await run.collected(keys, timeout=240)
         # Orphans still retrying would land later: wait until none is left, and the jobs they made have ended.
         await asyncio.to_thread(_wait, "no sbatch left at the resource", lambda: _sbatch_running(stack) == 0, 180)
@@ -157,3 +180,41 @@ async def test_orphaned_submits_run_each_payload_exactly_once_on_slurm_24_11(
         assert all(n >= 1 for n in r.jobs.values()), f"Slurm knows a job of every key: {r.jobs}"
         assert r.active == [], "no job of ours is left in the queue"
         assert r.leftovers == {}, "no job or attempt directory is left at the resource"
+
+
+# ---- the fence itself, on the real resource
+
+
+async def test_a_fenced_attempt_whose_job_starts_later_exits_before_its_payload_on_slurm_24_11(
+        slurm: SlurmStack, tmp_path: Path) -> None:
+    namespace = f"fence-{uuid.uuid4().hex[:8]}"
+    backend = build_backend(_settings(slurm, tmp_path, namespace).ce[0])
+    assert isinstance(backend, Fenceable) and isinstance(backend, AttemptTaggable)
+    ledger = f"/home/{slurm.username}/ledger-{namespace}"
+    late, running, never = secrets.token_hex(8), secrets.token_hex(8), secrets.token_hex(8)
+
+    def job(attempt: str, *native: str) -> JobSpec:
+        spec = _job(f"{namespace}-{attempt}", ledger, 0.5)
+        return spec.model_copy(update={"tag": f"{namespace}-{attempt}", "attempt": attempt,
+                                       "resources": Resources(native=list(native))})
+
+    async with backend:
+        # A job that lands now but starts only in a few seconds: the fence gets there first.
+        (held,) = (await backend.submit(job(late, "--begin=now+4"))).job_ids
+        (started,) = (await backend.submit(job(running, "--begin=now"))).job_ids
+        await until_state(backend, started, {JobState.RUNNING, JobState.DONE})
+        fenced = await backend.fence([late, running, never])
+        assert fenced == {late: True, running: False, never: True}, "a running job's claim is never taken over"
+        assert await backend.fence([late]) == {late: True}, "fencing again is idempotent"
+        statuses = {s.job_id: s for s in await until_terminal(backend, [held, started])}
+        assert statuses[held].state is JobState.FAILED and statuses[held].exit_code == 97, statuses[held]
+        assert statuses[started].state is JobState.DONE
+        runs = Counter(slurm.check(["cat", ledger], user=slurm.username).split())
+        assert runs == Counter({f"{namespace}-{running}": 1}), "the fenced job never ran its payload"
+        found = await backend.find_attempts([f"{namespace}-{late}"])
+        assert found == {f"{namespace}-{late}": {held: late}}, "the job found by its tag says which attempt made it"
+        await backend.purge([held, started])
+        await backend.discard_attempts([late, running, never])
+    leftovers = slurm.check(["sh", "-c", 'ls -A "$1" 2>/dev/null || true', "sh", f"/home/{slurm.username}/{namespace}"],
+                            user=slurm.username)
+    assert leftovers.strip() == "", "fenced and purged attempts leave no directory"

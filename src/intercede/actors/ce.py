@@ -85,6 +85,7 @@ class CEActor:
         self._last_error = ""
         self._latencies: deque[float] = deque(maxlen=500)
         self._poller: asyncio.Task[None] | None = None
+        self._asked: set[str] = set()  # the ids of the last track() call
         self._submitting: Counter[str] = Counter()  # tag -> submits of it running here (or waiting for a slot)
         # A restarted actor starts counting again: the epoch tells a reader its cursor is stale.
         self.epoch = secrets.token_hex(4)
@@ -92,7 +93,16 @@ class CEActor:
     # -- tracking and polling -----------------------------------------------------------------------------------
 
     async def track(self, job_ids: Sequence[str]) -> None:
-        """Poll these ids from now on (idempotent)."""
+        """Poll these ids from now on (idempotent). An id the caller asks for the first time whose status is cached
+        already (a submit that finished here after its caller died, then adopted) is reported again by
+        :meth:`changes`: the caller skipped it while it did not know the id yet."""
+        asked = set(job_ids)
+        for job_id in asked - self._asked:
+            cached = self._cache.get(job_id)
+            if cached is not None:
+                self._version += 1
+                self._cache[job_id] = (self._version, cached[1])
+        self._asked = asked
         self._tracked.update(job_ids)
 
     async def untrack(self, job_ids: Sequence[str]) -> None:
