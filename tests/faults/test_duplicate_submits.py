@@ -12,9 +12,9 @@ submits are in flight at the resource:
 The ``sbatch`` processes are frozen (SIGSTOP) just before the victim dies and thawed only once every key has a job
 again (or after ``THAW_AFTER`` seconds): an orphan that "has not reached the controller yet" while slurmctld is back
 and the restarted side looks the keys up by tag, which is the window the issue measured, made certain instead of
-left to timing. The promise is counted at the resource: each payload appends its key to a ledger file, so "ran exactly once" does not
-depend on what intercede believes. An orphan that lands after its key was resubmitted exists in Slurm (``sacct``
-lists it) but must exit at its fence without running its payload, and be cancelled and purged.
+left to timing. The promise is counted at the resource: each payload appends its key to a ledger file, so "ran
+exactly once" does not depend on what intercede believes. An orphan that lands after its key was resubmitted exists
+in Slurm (``sacct`` lists it) but must exit at its fence without running its payload, and be cancelled and purged.
 
 Rounds per victim: ``INTERCEDE_DUPLICATE_ROUNDS`` (default 1: three rounds take ~2-3 min). The issue's evidence is
 10 rounds per victim: ``INTERCEDE_DUPLICATE_ROUNDS=10``. Figures are printed per round (run with ``-s``).
@@ -28,7 +28,7 @@ import secrets
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +36,6 @@ import pytest
 import ray
 
 from intercede.actors.reconciler import ce_actor_name, reconciler_name
-from intercede.backends.capabilities import AttemptTaggable, Fenceable
 from intercede.backends.registry import build_backend
 from intercede.model import JobSpec, JobState, Resources
 from stacks.slurm_stack import SlurmStack
@@ -107,6 +106,16 @@ def _wait(what: str, predicate: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.1)
 
 
+async def _eventually(predicate: Callable[[], Awaitable[bool]], timeout: float) -> bool:
+    """Whether ``predicate`` held within ``timeout`` seconds (polled; no failure if it did not)."""
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.2)
+    return True
+
+
 def _sbatch_running(stack: SlurmStack) -> int:
     out = stack.exec(["pgrep", "-c", "-x", "sbatch"]).stdout.strip()
     return int(out or 0)
@@ -140,9 +149,7 @@ async def _round(stack: SlurmStack, tmp_path: Path, victim: str) -> Round:
         stack.check(["pkill", "-STOP", "-x", "sbatch"])
         await asyncio.to_thread(_kill, victim, stack, run.namespace)
         await asyncio.to_thread(stack.start_slurmctld)
-        deadline = time.monotonic() + THAW_AFTER
-        while time.monotonic() < deadline and not await run.all_submitted(keys):
-            await asyncio.sleep(0.2)
+        await _eventually(lambda: run.all_submitted(keys), THAW_AFTER)
         stack.exec(["pkill", "-CONT", "-x", "sbatch"])  # the orphans go on, and land
         rows = await run.collected(keys, timeout=240)
         # Orphans still retrying would land later: wait until none is left, and the jobs they made have ended.
@@ -187,6 +194,8 @@ async def test_orphaned_submits_run_each_payload_exactly_once_on_slurm_24_11(
 
 async def test_a_fenced_attempt_whose_job_starts_later_exits_before_its_payload_on_slurm_24_11(
         slurm: SlurmStack, tmp_path: Path) -> None:
+    from intercede.backends.capabilities import AttemptTaggable, Fenceable  # here: the file runs on older code too
+
     namespace = f"fence-{uuid.uuid4().hex[:8]}"
     backend = build_backend(_settings(slurm, tmp_path, namespace).ce[0])
     assert isinstance(backend, Fenceable) and isinstance(backend, AttemptTaggable)

@@ -12,11 +12,16 @@ from pathlib import Path
 import pytest
 
 from intercede.reconcile import Adopt, Journal, Purge, RetryPolicy, Submit
-from tests.reconcile.test_reconciler import CE, SPEC, World, world  # noqa: F401 - the fixture
+from tests.reconcile.test_reconciler import CE, SPEC, World
 
 pytestmark = pytest.mark.actors
 
 _ATTEMPT = re.compile(r"[0-9a-f]{16}\Z")
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
 
 
 async def _collect(world: World, key: str, out: Path, rounds: int = 12) -> None:
