@@ -131,19 +131,21 @@ async def test_no_lookup_is_trusted_while_the_ce_actor_still_submits_the_key(wor
     assert world.reconciler.progress("k").job_id == orphan.job_id
 
 
-async def test_several_own_attempts_found_keep_the_earliest_and_cancel_and_purge_the_rest(world: World) -> None:
-    world.gateway.orphan_next_submit = 2
-    world.gateway.can_fence = False  # a CE without a fence resubmits when nothing is found
+async def test_two_attempts_that_both_land_late_keep_the_latest_whose_payload_runs(
+        world: World, tmp_path: Path) -> None:
+    world.gateway.orphan_next_submit = 2  # the first submit and its resubmit are both cut short, both land later
     world.reconciler.declare("k", CE, SPEC)
     await world.reconciler.tick()
     world.clock.advance(10)
-    assert await world.reconciler.tick() == [Adopt("k")]
+    assert await world.reconciler.tick() == [Adopt("k")]  # the first attempt is fenced
     assert await world.reconciler.tick() == [Submit("k")]
     first, second = world.resource.land_orphans()
     world.clock.advance(10)
     assert await world.reconciler.tick() == [Adopt("k")]
-    assert world.reconciler.progress("k").job_id == first.job_id
-    assert second.purged and not first.purged
+    assert world.reconciler.progress("k").job_id == second.job_id, "the fenced first attempt is never the keeper"
+    assert first.purged and not second.purged
+    await _collect(world, "k", tmp_path / "out")
+    assert world.resource.runs("k") == 1 and world.reconciler.progress("k").purged
 
 
 async def test_a_forgotten_key_that_never_got_a_job_discards_its_fenced_attempts(world: World) -> None:

@@ -5,7 +5,8 @@
   only ever *adopted*. If the intent cannot be written, nothing is submitted. Every attempt id of a key is journaled.
 * Adopt: ``gateway.find_attempts([key])``. Only a job carrying one of the key's own attempt ids is the key's (a job
   that merely carries the tag — another key's payload renamed itself — is never touched, only logged). One of ours:
-  record it. Several: cancel and purge all but the earliest attempt's, log loudly, then record it. A submit of the key
+  record it. Several: cancel and purge all but the latest attempt's (the earlier ones are fenced), log loudly, then
+  record it. A submit of the key
   still running in the CE actor: look again later. None of ours: a submit that has not landed *yet* (an ``sbatch``
   orphaned by a dropped connection still retrying) would run next to a resubmit, so every attempt is first *fenced*
   at the resource (its payload can then never start); only when every attempt is fenced is the intent cleared and the
@@ -209,10 +210,12 @@ class Executor:
         await self._guarded(keys, "adopt", body())
 
     def _ours(self, ce: str, key: str, found: TaggedJobs) -> list[str]:
-        """The jobs found under ``key``'s tag that carry one of its own attempt ids, earliest attempt first. A job
-        with another attempt id is someone else's (a payload can rename its job to any tag): logged, never touched.
-        A key journaled before attempt ids (none recorded), or a CE that cannot say (None), keeps the old rule: every
-        job carrying the tag is the key's."""
+        """The jobs found under ``key``'s tag that carry one of its own attempt ids, *latest* attempt first: an
+        intent is only ever cleared once every attempt before it is fenced, so only the latest attempt can run its
+        payload (an earlier one that landed late exits at its fence). A job with another attempt id is someone
+        else's (a payload can rename its job to any tag): logged, never touched. A key journaled before attempt ids
+        (none recorded), or a CE that cannot say (None), keeps the old rule: every job carrying the tag is the key's,
+        the first one kept."""
         attempts = self._state.progress[key].submit_attempts
         jobs = found.jobs.get(key, {})
         order = {attempt: i for i, attempt in enumerate(attempts)}
@@ -221,7 +224,7 @@ class Executor:
         if foreign:
             log.warning("job key %s: CE %s lists job(s) %s under its tag that carry none of its attempt ids "
                         "(another key's job renamed to this tag?); leaving them alone", key, ce, ", ".join(foreign))
-        return sorted(ours, key=lambda job: (order.get(jobs[job] or "", len(order)), job))
+        return sorted(ours, key=lambda job: (-order.get(jobs[job] or "", -1), job))
 
     async def _adopt_one(self, ce: str, key: str, found: TaggedJobs) -> None:
         if key in found.in_flight:
@@ -234,7 +237,7 @@ class Executor:
             return
         keep, extras = job_ids[0], job_ids[1:]
         if extras:
-            # Should never happen through this reconciler; it means another client (or a lost journal) submitted.
+            # Earlier attempts that landed late (fenced: they never run a payload), or another client's submits.
             log.error("job key %s has %d jobs at CE %s (%s): keeping %s, cancelling and purging %s",
                       key, len(job_ids), ce, ", ".join(job_ids), keep, ", ".join(extras))
             await self._remove_jobs(ce, key, extras)
