@@ -6,15 +6,15 @@
 * Adopt: ``gateway.find_attempts([key])``. Only a job carrying one of the key's own attempt ids is the key's (a job
   that merely carries the tag — another key's payload renamed itself — is never touched, only logged). One of ours:
   record it. Several: cancel and purge all but the latest attempt's (the earlier ones are fenced), log loudly, then
-  record it. A submit of the key
-  still running in the CE actor: look again later. None of ours: a submit that has not landed *yet* (an ``sbatch``
-  orphaned by a dropped connection still retrying) would run next to a resubmit, so every attempt is first *fenced*
-  at the resource (its payload can then never start); only when every attempt is fenced is the intent cleared and the
-  key submitted anew. An attempt a job already claimed (it runs, but its tag does not find it) is looked for again,
-  and after ``policy.live_attempt_tries`` becomes a permanent error: never a second job.
-  A CE that cannot fence (HTCondor through the bindings) has a submit that cannot land late: it is one schedd
-  transaction over the CE actor's own connection, which aborts when that connection or process dies, and a submit
-  still running in a live CE actor is reported ``in_flight``. There the intent is cleared as soon as nothing is found.
+  record it. A submit of the key still running in the CE actor: look again later. None of ours: a submit that has
+  not landed *yet* (an ``sbatch`` orphaned by a dropped connection, still retrying) would run next to a resubmit, so
+  every attempt is first *fenced* at the resource (its payload can then never start); only when every attempt is
+  fenced is the intent cleared and the key submitted anew. An attempt a job already claimed (it runs, but its tag
+  does not find it) is looked for again, and after ``policy.live_attempt_tries`` becomes a permanent error: never a
+  second job. A CE that cannot fence (HTCondor through the bindings) has a submit that cannot land late: it is one
+  schedd transaction from a worker process that dies with the CE actor, which the schedd aborts when its connection
+  closes uncommitted, and a submit still running in a live CE actor is reported ``in_flight``. There the intent is
+  cleared as soon as nothing is found.
 * Cancel / Purge: one bulk gateway call per CE (and chunk), then record each outcome. Both are safe to repeat. Before
   the purge of a key submitted more than once (and before forgetting a key that never got a job), its tag is looked up
   once more: every other job of its own attempts (an orphan that landed late, exited at its fence) is cancelled and
