@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from intercede.reconcile import Adopt, Journal, Purge, RetryPolicy, Submit
+from intercede.model import JobState
+from intercede.reconcile import Adopt, Fetch, Journal, Phase, Purge, RetryPolicy, Submit
 from tests.reconcile.test_reconciler import CE, SPEC, World
 
 pytestmark = pytest.mark.actors
@@ -167,3 +168,25 @@ async def test_a_key_submitted_once_is_purged_without_a_second_lookup(world: Wor
     await _collect(world, "k", tmp_path / "out")
     assert Purge("k", world.reconciler.progress("k").job_id or "") and world.reconciler.progress("k").purged
     assert world.gateway.count("find_attempts") == 0 and world.gateway.count("discard_attempts") == 0
+
+
+async def test_a_late_job_still_queued_at_the_last_purge_is_cancelled_and_purged_once_it_ended(
+        world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    world.gateway.orphan_next_submit = 1
+    world.reconciler.declare("k", CE, SPEC, Phase.COLLECTED, tmp_path / "out" / "k")
+    await world.reconciler.tick()
+    world.clock.advance(10)
+    assert await world.reconciler.tick() == [Adopt("k")]
+    assert await world.reconciler.tick() == [Submit("k")]
+    for _ in range(2):  # the resubmitted job runs to its end
+        world.resource.advance()
+        world.poll()
+    assert isinstance((await world.reconciler.tick())[0], Fetch)
+    (orphan,) = world.resource.land_orphans()  # lands just now, still queued
+    job_id = world.reconciler.progress("k").job_id or ""
+    assert await world.reconciler.tick() == [Purge("k", job_id)]
+    assert orphan.state is JobState.ABORTED and not orphan.purged, "cancelled first, not purged under its feet"
+    assert not world.reconciler.progress("k").purged and "once it has ended" in caplog.text
+    world.clock.advance(10)
+    assert await world.reconciler.tick() == [Purge("k", job_id)]
+    assert orphan.purged and world.reconciler.progress("k").purged and world.resource.runs("k") == 1

@@ -260,11 +260,19 @@ class Executor:
                      f"by its tag; {'refusing to resubmit' if permanent else 'looking it up again'}",
                      permanent=permanent)
 
-    async def _remove_jobs(self, ce: str, key: str, job_ids: list[str]) -> None:
+    async def _remove_jobs(self, ce: str, key: str, job_ids: list[str], *, wait_for_live: bool = False) -> bool:
+        """Cancel extra jobs and purge them; whether all were purged. With ``wait_for_live`` a job the cancel reached
+        is not purged yet: it is still ending, and Slurm writes its last words into the job's directory as it goes
+        (recreating a directory purged under it), so the sweep purges it once a cancel finds it ended. (A job purged
+        early by Adopt is found again by that sweep, which purges it once more.)"""
         gateway = self._gateway(ce)
-        for outcome in [*await gateway.cancel(job_ids), *await gateway.purge(job_ids)]:
+        cancelled = await gateway.cancel(job_ids)
+        live = {outcome.job_id for outcome in cancelled if outcome.ok} if wait_for_live else set()
+        ended = [job for job in job_ids if job not in live]
+        for outcome in await gateway.purge(ended) if ended else []:
             if not outcome.ok:
-                log.info("job key %s: removing extra job %s: %s", key, outcome.job_id, outcome.detail)
+                log.info("job key %s: purging extra job %s: %s", key, outcome.job_id, outcome.detail)
+        return not live
 
     async def _sweep(self, ce: str, keys: Sequence[str]) -> list[str]:
         """Before a key's last purge (or its forget without a job): look its tag up once more, cancel and purge every
@@ -293,7 +301,10 @@ class Executor:
                 if extras:
                     log.warning("job key %s: an earlier attempt landed at CE %s as %s; cancelling and purging it",
                                 key, ce, ", ".join(extras))
-                    await self._remove_jobs(ce, key, extras)
+                    if not await self._remove_jobs(ce, key, extras, wait_for_live=True):
+                        self._failed([key], "sweep", f"cancelled {', '.join(extras)} (an earlier attempt's job); "
+                                     "purging it once it has ended", permanent=False)
+                        return
                 kept = found.jobs.get(key, {}).get(progress.job_id or "")
                 await gateway.discard_attempts([a for a in progress.submit_attempts if a != kept])
                 swept.append(key)
