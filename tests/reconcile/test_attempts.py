@@ -10,9 +10,10 @@ import re
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
-from intercede.model import JobState
-from intercede.reconcile import Adopt, Fetch, Journal, Phase, Purge, RetryPolicy, Submit
+from intercede.model import Copy, JobSpec, JobState
+from intercede.reconcile import Adopt, Fetch, Forget, Journal, Phase, Purge, RetryPolicy, Submit
 from tests.reconcile.test_reconciler import CE, SPEC, World
 
 pytestmark = pytest.mark.actors
@@ -190,3 +191,28 @@ async def test_a_late_job_still_queued_at_the_last_purge_is_cancelled_and_purged
     world.clock.advance(10)
     assert await world.reconciler.tick() == [Purge("k", job_id)]
     assert orphan.purged and world.reconciler.progress("k").purged and world.resource.runs("k") == 1
+
+
+async def test_the_reconciler_leaves_no_secret_in_its_journal_files_once_the_job_runs_or_is_forgotten(
+        world: World) -> None:
+    def journal_bytes() -> bytes:
+        return b"".join(p.read_bytes() for p in world.path.parent.glob(world.path.name + "*") if p.is_file())
+
+    def spec(secret: str) -> JobSpec:
+        return SPEC.model_copy(update={"copies": [Copy(secrets={"TOKEN": SecretStr(secret)})]})
+
+    world.gateway.down = True
+    world.reconciler.declare("runs", CE, spec("first-secret-123"))
+    world.reconciler.declare("dropped", CE, spec("second-secret-456"))
+    await world.reconciler.tick()
+    assert b"first-secret-123" in journal_bytes() and b"second-secret-456" in journal_bytes()
+    world.gateway.down = False
+    world.clock.advance(100)
+    world.reconciler.forget("dropped")
+    assert await world.reconciler.tick() == [Adopt("dropped"), Adopt("runs")]  # nothing there: fenced, cleared
+    assert await world.reconciler.tick() == [Forget("dropped"), Submit("runs")]
+    assert world.reconciler.progress("runs").job_id is not None
+    assert world.resource.ever_tagged("runs")[0].spec.copies[0].secrets["TOKEN"].get_secret_value() == \
+        "first-secret-123", "the job got its secret"
+    raw = journal_bytes()
+    assert b"first-secret-123" not in raw and b"second-secret-456" not in raw
