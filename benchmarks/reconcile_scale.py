@@ -21,8 +21,10 @@ polls, the outputs are fetched, verified, journaled, and the remote directories 
 (``--concurrency`` at a time) -> one bulk ``purge``. Ray's start-up is not timed; the declare calls are. The two
 paths alternate for ``--repeat`` rounds and the medians are compared.
 
-Prints both tables and ``ratio: N`` (intercede median / raw backend median), and writes them into
-``docs/benchmarks.md`` under their own heading, leaving any other section alone.
+Prints both tables, ``ratio: N`` (intercede median / raw backend median) and the growth factors and load average of
+this run, and writes exactly that (with the method text) into ``docs/benchmarks.md`` under its own heading, leaving any
+other section alone. Analyses of where the time goes (profiles, other settings) are prose in that file's notes, which
+no script writes.
 """
 
 from __future__ import annotations
@@ -55,41 +57,6 @@ from intercede.reconcile import Desired, Phase, Progress, ReconcileState, RetryP
 
 HEADING = "## Reconciler scale (benchmarks/reconcile_scale.py)"
 
-DIFF_TEXT = (
-    "A tick diffs only the keys that changed (the dirty set) plus those whose backoff ended, so its cost must follow "
-    "churn, not the number of jobs. Measured: `ReconcileState.plan` (take the due keys, diff them, keep deferred keys "
-    "dirty) over 100 CEs, median of 9 ticks, with 1% of the keys changed before each tick (new statuses, some jobs "
-    "ending, a few phase changes; applied outside the timing). `full diff ms` is a plain `diff` over every key, for "
-    "contrast. The second table holds the churn at 1,000 changed keys while the total grows a hundredfold. The "
-    "per-changed-key cost rises a little at 1M (sorting more due keys, larger dicts missing the CPU cache)."
-)
-E2E_TEXT = (
-    "1,000 jobs running `/bin/true` on the local CE, collected. **intercede**: `Intercede.start(Settings.embedded("
-    "tmp))` with the settings below on a fresh local Ray instance (its start-up not timed): a ReconcilerActor with "
-    "its SQLite journal (WAL, synchronous=FULL) and one CEActor owning `BatchBackend(LocalTransport, "
-    "DirectScheduler)`. Timed from the first `declare` (every key with phase COLLECTED and its own destination) until "
-    "`wait(until=\"collected\")` (polling at its default 0.5 s) returns: each job submitted once, seen Done, its "
-    "stdout/stderr fetched, verified (sha256) and journaled, its remote directory purged. **raw**: the same backend "
-    "driven directly in the benchmark's process: every submit (8 at a time), one `status` for all unfinished ids "
-    "every poll, every fetch (8 at a time), one bulk `purge`. Settings: tick_interval 0.2 s (an idle tick diffs "
-    "nothing), poll_interval 0.5 s, submits_per_tick 50 (the CE default); 0.1 s / 0.25 s / 100, 0.1 s / 0.5 s / 50 "
-    "and 0.2 s / 0.5 s / 100 gave the same totals within this shared machine's noise. Rounds alternate raw and "
-    "intercede; the machine was also running other engineers' test stacks, so the range is wide."
-)
-E2E_WHERE = (
-    "Where intercede's extra time goes (py-spy on both actors, and a timeline of submitted / done / collected "
-    "counts): the CEActor does the same backend work as the raw path (process spawns dominate it) but idles between "
-    "ticks. A reconciler step observes, diffs, then awaits *every* action of its plan before it sleeps "
-    "tick_interval, so submits go at most submits_per_tick per step (~50 jobs/s here, against ~200 jobs/s for the "
-    "raw submit loop), a fetch waits for the step after its job was seen Done, and the purge for the step after "
-    "that. Raising submits_per_tick to 1000 does not help: the first step then submits everything and nothing is "
-    "observed or fetched until it ends. On the reconciler's own event loop the largest share under this load was "
-    "the journal: four single-row transactions per key (submit intent, job id, manifest, purged), each a commit "
-    "with fsync that blocks the loop (0.1 ms on an idle disk, several times that while other containers write). "
-    "The client's `wait` adds its part: every poll fetches every key's row, which `ReconcilerActor.rows` builds "
-    "with `dataclasses.asdict` (deep copies, ~30 µs a row), i.e. 30-40 ms of the reconciler's loop per poll at "
-    "1,000 keys. Running the ReconcilerActor in the client's process (no Ray hop between them) took as long."
-)
 
 # ---- (i) one diff tick
 
@@ -98,11 +65,19 @@ SPEC = JobSpec(executable="/bin/true")
 NOW = 1_700_000_000.0
 TICKS = 9
 FIXED_CHURN = 1000
+DIFF_TEXT = (
+    "A tick diffs only the keys that changed (the dirty set) plus those whose backoff ended; this measures whether "
+    "its cost follows churn rather than the number of jobs. Measured: `ReconcileState.plan` (take the due keys, diff "
+    f"them, keep deferred keys dirty) over {len(CES)} CEs, median of {TICKS} ticks, with 1% of the keys changed before "
+    "each tick (new statuses, some jobs ending, a few phase changes; applied outside the timing). `full diff ms` is a "
+    f"plain `diff` over every key, for contrast. The second table holds the churn at {FIXED_CHURN:,} changed keys (or "
+    "every key, if fewer) while the total grows."
+)
 
 
 def build(n: int, rng: random.Random) -> ReconcileState:
-    """n keys with a job each: mostly running, a fifth wanted collected, a tenth already cancelled and ended (so no
-    key is waiting on a clock: every key a tick diffs is one that changed)."""
+    """n keys with a job each: mostly running, a fifth wanted collected, a tenth already cancelled, ended and purged
+    (so no key is waiting on a clock: every key a tick diffs is one that changed)."""
     state = ReconcileState(RetryPolicy(submits_per_tick=100))
     for i in range(n):
         key = f"wms.{i:07d}"
@@ -116,7 +91,7 @@ def build(n: int, rng: random.Random) -> ReconcileState:
         cancelled = desired.phase is Phase.CANCELLED
         progress = Progress(job_id=str(i), submit_intent=True,
                             state=JobState.ABORTED if cancelled else JobState.RUNNING,
-                            native_state="CA" if cancelled else "R", last_seen=NOW)
+                            native_state="CA" if cancelled else "R", last_seen=NOW, purged=cancelled)
         state.put(desired, progress)
     state.due(NOW)  # start clean: the restart's first full tick is not what we measure
     return state
@@ -187,11 +162,12 @@ def diff_section(sizes: list[int]) -> str:
     lines += ["", "| jobs | changed per tick | tick ms |", "|---:|---:|---:|"]
     lines += [f"| {jobs} | {min(FIXED_CHURN, jobs)} | {fixed:.2f} |" for jobs, _, _, _, _, fixed in rows]
     small, large = rows[0], rows[-1]
-    lines += ["", f"{_label(small[0])} -> {_label(large[0])} jobs (x{large[0] // small[0]}): at 1% churn the tick "
-              f"grows x{large[2] / small[2]:.0f}, with its churn (x{large[1] // small[1]} changed keys; per changed "
-              f"key x{(large[2] / large[1]) / (small[2] / small[1]):.1f}); at a fixed {FIXED_CHURN} changed keys it "
-              f"grows x{large[5] / small[5]:.1f}; a full diff grows x{large[3] / small[3]:.0f}. "
-              "Tick time follows churn, not total."]
+    if large[0] > small[0]:
+        lines += ["", f"{_label(small[0])} -> {_label(large[0])} jobs (x{large[0] // small[0]}): at 1% churn the "
+                  f"tick grew x{large[2] / small[2]:.1f}, with its churn (x{large[1] // small[1]} changed keys; per "
+                  f"changed key x{(large[2] / large[1]) / (small[2] / small[1]):.1f}); at a fixed "
+                  f"{min(FIXED_CHURN, small[0])} changed keys it grew x{large[5] / small[5]:.1f}; a full diff grew "
+                  f"x{large[3] / small[3]:.1f}."]
     return "\n".join(lines)
 
 
@@ -296,6 +272,21 @@ async def e2e(run: EndToEnd, repeat: int) -> None:
               f"(declare {declared:.2f} s)", flush=True)
 
 
+def e2e_text(run: EndToEnd) -> str:
+    """What the end-to-end rows measure (the method, from this run's arguments)."""
+    return (
+        f"{run.jobs} jobs running `/bin/true` on the local CE, collected. **intercede**: `Intercede.start(Settings."
+        "embedded(tmp))` with the settings in the table on a fresh local Ray instance (its start-up not timed): a "
+        "ReconcilerActor with its SQLite journal and one CEActor owning `BatchBackend(LocalTransport, "
+        "DirectScheduler)`. Timed from the first `declare` (every key with phase COLLECTED and its own destination) "
+        "until `wait(until=\"collected\")` (polling at its default 0.5 s) returns: each job submitted once, seen Done, "
+        "its stdout/stderr fetched, verified (sha256) and journaled, its remote directory purged. **raw**: the same "
+        f"backend driven directly in the benchmark's process: every submit ({run.concurrency} at a time), one "
+        f"`status` for all unfinished ids every {run.poll:g} s, every fetch ({run.concurrency} at a time), one bulk "
+        f"`purge`. {len(run.raw)} rounds alternating raw and intercede."
+    )
+
+
 def e2e_section(run: EndToEnd) -> str:
     def row(path: str, samples: list[float]) -> str:
         median = statistics.median(samples)
@@ -338,13 +329,15 @@ def main() -> None:
         print(body[-1])
     if args.jobs:
         run = EndToEnd(args.jobs, args.tick, args.poll, args.submits, args.concurrency)
+        load_start = os.getloadavg()[0]
         asyncio.run(e2e(run, args.repeat))
-        body += ["### End to end on the local CE", E2E_TEXT, e2e_section(run),
+        body += ["### End to end on the local CE", e2e_text(run), e2e_section(run),
                  f"ratio: {run.ratio:.2f} (intercede median / raw backend median, {args.repeat} rounds each). "
                  f"Declaring the {args.jobs} keys took {statistics.median(run.declare):.2f} s of intercede's "
-                 "total.", E2E_WHERE]
-        print(body[-3])
-        print(f"ratio: {run.ratio:.2f}")
+                 f"total. Load average (1 min) of this machine: {load_start:.1f} before the first round, "
+                 f"{os.getloadavg()[0]:.1f} after the last."]
+        print(body[-2])
+        print(body[-1])
     if not args.no_doc:
         _report.write_section(HEADING, "\n\n".join(body))
         print(f"written to {_report.DOC}")

@@ -19,8 +19,10 @@ the other on it, each mode on its own fresh SSH connection (the connect is inclu
 Then the cost of one status poll for the 500 finished ids (once Slurm has moved them all from the queue to
 accounting): ``BatchBackend.status`` (one ``squeue`` + one ``sacct``) next to the raw ``sacct``, median of 5 calls.
 
-Prints both tables and ``ratio: N`` (intercede total / raw total), and writes them into ``docs/benchmarks.md`` under
-their own heading, leaving any other section alone.
+Prints both tables, ``ratio: N`` (intercede total / raw total) and the figures derived from this run (jobs/s, the
+submit phase's share of each total, the finished-ids poll against the raw ``sacct``, the machine's load average), and
+writes exactly that into ``docs/benchmarks.md`` under its own heading, leaving any other section alone. What the
+figures mean is prose in that file's notes, which no script writes.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import os
 import statistics
 import sys
 import time
@@ -195,33 +198,29 @@ def main() -> None:
     args = parser.parse_args()
     harness.engine()
     with slurm_stack(args.version) as stack:
+        load_start = os.getloadavg()[0]
         rows, polls = asyncio.run(measure(stack, args.jobs, args.poll))
+        load = (load_start, os.getloadavg()[0])
         where = machine(stack)
     (_, raw_submit, raw_total, _), (_, ic_submit, ic_total, _) = rows
     ratio, submit_ratio = ic_total / raw_total, ic_submit / raw_submit
+    (_, _), (_, finished_status), (_, raw_sacct) = polls
     result = tables(rows, polls, args.jobs)
+    # Every figure below comes from this run; explanations of them are prose in docs/benchmarks.md, never printed.
+    figures = (f"ratio: {ratio:.2f} (intercede total / raw total); submit phase alone: {submit_ratio:.2f}.\n\n"
+               f"In this run: {args.jobs / raw_total:.2f} jobs/s end to end (raw) and {args.jobs / ic_total:.2f} "
+               f"jobs/s (intercede); the submit phase was {raw_submit / raw_total:.0%} (raw) and "
+               f"{ic_submit / ic_total:.0%} (intercede) of the total; a status poll of the finished ids through "
+               f"BatchBackend took {finished_status / raw_sacct:.1f}x the raw sacct. Load average (1 min) of this "
+               f"machine: {load[0]:.1f} at the start, {load[1]:.1f} at the end.")
     print(result)
-    print(f"submit phase ratio: {submit_ratio:.2f}")
-    print(f"ratio: {ratio:.2f}")
+    print(figures)
     if args.no_doc:
         return
     command = " ".join([".venv/bin/python -m benchmarks.slurm_overhead", *sys.argv[1:]])
     today = datetime.date.today().isoformat()
-    _report.write_section(HEADING,
-        f"Measured {today} on {where}. Command: `{command}` (from the repository root).\n\n{result}\n\n"
-        f"ratio: {ratio:.2f} (intercede total / raw total); submit phase alone: {submit_ratio:.2f}.\n\n"
-        "Both totals are set by Slurm, not by the client: the one-node stack starts and reaps about "
-        f"{args.jobs / raw_total:.1f} jobs/s on its 4 CPUs, so most of the {args.jobs} jobs wait in the queue and "
-        "each mode spends almost all its time polling. Where the client shows is the submit phase: the raw loop "
-        "pays one `sbatch` round trip per job in sequence; intercede does more per job (a private working "
-        "directory, a generated job script with its exit-code file, the tag file, and stdout/stderr files of its "
-        "own, so one extra `sh -c` command before each `sbatch`): twice the SSH commands, run 8 jobs at a time on "
-        "the one connection. On this 2-core machine a burst of commands is bound by the client's own CPU (asyncssh's "
-        "per-packet encryption and framing), so the extra command shows or not with the machine's load: the submit "
-        "phase ratio was 0.9 and 1.7 in two runs. Tracking polls only the ids not yet terminal, as the CE actor "
-        "does. A status poll is one `squeue` for every id while the jobs are queued or running; once Slurm has "
-        "dropped finished jobs from the queue (MinJobAge, 10 s here) `BatchBackend.status` adds one `sacct` for "
-        "them, which is why it costs about twice the naive single `sacct`.")
+    _report.write_section(HEADING, f"Measured {today} on {where}. Command: `{command}` (from the repository "
+                                   f"root).\n\n{result}\n\n{figures}")
     print(f"written to {_report.DOC}")
 
 

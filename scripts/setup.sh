@@ -11,9 +11,9 @@ fi
 stamp=.venv/.intercede-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "[setup] installing intercede and its test/notebook extras into .venv" >&2
+  echo "[setup] installing intercede and its extras (test, notebook, service, htcondor, arc) into .venv" >&2
   log=.venv/install.log
-  if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[test,notebook]"; } \
+  if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[test,notebook,service,htcondor,arc]"; } \
       >"$log" 2>&1; then
     tail -n 40 "$log" >&2; echo "[setup] pip install failed; full log in $log" >&2; exit 1
   fi

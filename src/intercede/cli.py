@@ -5,6 +5,9 @@
 be cancelled, collects every output and prints a final table. ``--serve`` keeps the service running afterwards;
 ``--jobs 0`` declares nothing (service only). It prints the Ray address the other commands attach to.
 
+``intercede serve --config FILE`` runs the service for a config's CEs (no sample jobs) until interrupted (the same as
+``run --config FILE --jobs 0 --serve``); ``intercede declare FILE`` declares the jobs of a TOML/JSON file into it.
+
 ``intercede status`` / ``cancel KEY...`` / ``collect KEY... --to DIR`` attach to a running intercede (its named actors
 in a Ray cluster: ``--address``, default auto). ``intercede ce check NAME --config FILE`` checks one CE directly
 (connectivity, authentication, a tiny test job), without Ray.
@@ -25,18 +28,22 @@ import secrets
 import signal
 import sys
 import time
+import tomllib
 import traceback
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from intercede.actors.settings import Settings, load_settings
 from intercede.backends.registry import build_backend
 from intercede.demo import sample_jobs
 from intercede.diagnostics import text
-from intercede.diagnostics.cecheck import Step, check_ce, credential_files
+from intercede.diagnostics.cecheck import Step, check_ce, credential_files, credential_options, describe
 from intercede.errors import IntercedeError, InvalidSpecError
+from intercede.model import JobSpec
+from intercede.reconcile.state import Phase
 
 if TYPE_CHECKING:
     from intercede.actors.client import Intercede
@@ -46,6 +53,8 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 DEFAULT_NAMESPACE = "intercede"
+#: What the service commands import beyond the core dependencies (the `service` extra).
+_SERVICE_MODULES = ("ray", "tqdm")
 
 
 class UsageError(IntercedeError):
@@ -60,47 +69,21 @@ def _load_config(path: Path) -> Settings:
     try:
         return load_settings(path)
     except InvalidSpecError as exc:
-        if not isinstance(exc.__cause__, ValidationError):
-            raise UsageError(f"{exc}; fix the file and run the command again") from exc
-        lines = [f"config {path} is invalid:"]
-        lines += [f"  {_where(err['loc'], path)}: {err['msg']}" + _got(err) for err in exc.__cause__.errors()]
-        lines.append("fix the file and run the command again (see the [[ce]] fields in README.md)")
-        raise UsageError("\n".join(lines)) from exc
-
-
-def _where(loc: tuple[int | str, ...], path: Path) -> str:
-    if len(loc) >= 2 and loc[0] == "ce" and isinstance(loc[1], int):
-        name = _raw_ce_name(path, loc[1])
-        which = f"[[ce]] #{loc[1] + 1}" + (f" ({name!r})" if name else "")
-        return which + ("" if len(loc) == 2 else ", " + ".".join(str(p) for p in loc[2:]))
-    return ".".join(str(p) for p in loc) or "(top level)"
-
-
-def _raw_ce_name(path: Path, index: int) -> str | None:
-    import tomllib
-
-    try:
-        name = tomllib.loads(path.read_text())["ce"][index].get("name")
-    except Exception:  # noqa: BLE001 - only a nicer message is at stake
-        return None
-    return name if isinstance(name, str) else None
-
-
-def _got(err: Any) -> str:
-    value = err.get("input")
-    if err.get("type") in ("missing",) or isinstance(value, dict | list):
-        return ""
-    return f" (got {value!r})"
+        if isinstance(exc.__cause__, ValidationError):
+            raise UsageError(f"{exc}\nfix the file and run the command again (see the [[ce]] fields in README.md)"
+                             ) from exc
+        raise UsageError(f"{exc}; fix the file and run the command again") from exc
 
 
 def _preflight(settings: Settings) -> None:
     """Catch what would otherwise only show as an unreachable CE later: unusable options and missing credentials."""
     for ce in settings.ce:
         build_backend(ce)  # InvalidSpecError names the CE
-        for option, path in credential_files(ce.transport_options):
+        options, table = credential_options(ce)
+        for option, path in credential_files(options):
             if not path.expanduser().is_file():
                 raise UsageError(f"CE {ce.name!r}: the {option} file {path} does not exist; create it or correct "
-                                 f"`{option}` under [ce.transport_options] (check it with "
+                                 f"`{option}` under {table} (check it with "
                                  f"`intercede ce check {ce.name} --config FILE`)")
 
 
@@ -126,7 +109,7 @@ async def _run(args: argparse.Namespace) -> int:
     if ce not in {c.name for c in settings.ce}:
         raise UsageError(f"no CE named {ce!r} in the configuration (have: {[c.name for c in settings.ce]})")
     print(f"intercede: journal {settings.journal_path}, CEs: {', '.join(c.name for c in settings.ce)}")
-    ic = Intercede.start(settings, address=args.address)
+    ic = Intercede.start(settings, address=args.address, replace=args.replace)
     address = Intercede.cluster_address()
     if address:
         print(f"intercede: Ray cluster at {address}, namespace {settings.namespace!r}; attach with "
@@ -261,6 +244,82 @@ async def _collect(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- declare: jobs from a file into a running intercede ------------------------------------------------------------
+
+
+class _JobEntry(BaseModel):
+    """One ``[[job]]`` of a jobs file: a key, its CE, the spec, and optionally the phase and destination."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str
+    ce: str
+    spec: JobSpec
+    phase: Phase = Phase.RUNNING
+    destination: Path | None = None
+
+
+class _JobsFile(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    job: list[_JobEntry] = Field(min_length=1)
+
+
+def _read_jobs(path: Path) -> list[_JobEntry]:
+    """The jobs of a TOML (``[[job]]`` tables) or JSON (``{"job": [...]}`` or a list) file; :class:`UsageError` naming
+    the file, the job and the field otherwise (values are never echoed: a spec may hold secrets)."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read jobs file {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"jobs file {path} is not UTF-8 text (offset {exc.start}); save it as UTF-8") from exc
+    try:
+        data: Any = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"jobs file {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}"
+                         ) from exc
+    if isinstance(data, list):
+        data = {"job": data}
+    try:
+        jobs = _JobsFile.model_validate(data).job
+    except ValidationError as exc:
+        lines = [f"jobs file {path} is invalid:"]
+        for err in exc.errors(include_input=False):
+            loc = err["loc"]
+            if len(loc) >= 2 and loc[0] == "job" and isinstance(loc[1], int):
+                entry = data["job"][loc[1]] if isinstance(data.get("job"), list) else None
+                key = entry.get("key") if isinstance(entry, dict) else None
+                where = f"[[job]] #{loc[1] + 1}" + (f" ({key!r})" if isinstance(key, str) else "")
+                if loc[2:]:
+                    where += ", " + ".".join(map(str, loc[2:]))
+            else:
+                where = ".".join(map(str, loc)) or "the file"
+            lines.append(f"  {where}: {str(err['msg']).removeprefix('Value error, ')}")
+        lines.append("fix the file and run the command again (see `intercede declare --help`)")
+        raise UsageError("\n".join(lines)) from exc
+    keys = [j.key for j in jobs]
+    if len(set(keys)) != len(keys):
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        raise UsageError(f"jobs file {path} declares these keys more than once: {', '.join(twice[:10])}")
+    return jobs
+
+
+async def _declare(args: argparse.Namespace) -> int:
+    from intercede.actors.reconciler import JobRequest
+
+    path = Path(args.file)
+    jobs = _read_jobs(path)
+    ic = _attach(args)
+    requests = [JobRequest(j.key, j.ce, j.spec, j.phase,
+                           None if j.destination is None else (path.parent / j.destination.expanduser()).absolute())
+                for j in jobs]
+    await ic.declare(requests, progress=False)
+    ces = sorted({j.ce for j in jobs})
+    print(f"intercede: declared {len(jobs)} key(s) on {', '.join(ces)}; `intercede status` follows them", flush=True)
+    return 0
+
+
 # -- ce check ------------------------------------------------------------------------------------------------------
 
 
@@ -270,7 +329,7 @@ async def _ce_check(args: argparse.Namespace) -> int:
     if args.name not in found:
         where = args.config or "the embedded default"
         raise UsageError(f"no CE named {args.name!r} in {where} (have: {', '.join(found) or 'none'})")
-    print(f"ce check {args.name}: {found[args.name].scheduler} over {found[args.name].transport}", flush=True)
+    print(f"ce check {args.name}: {describe(found[args.name])}", flush=True)
 
     def show(step: Step) -> None:
         took = f"  [{step.seconds:.1f} s]" if step.seconds >= 0.05 else ""
@@ -297,6 +356,7 @@ def _attach_options(parser: argparse.ArgumentParser) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="intercede", description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"intercede {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="start intercede and run the sample jobs end to end")
@@ -306,10 +366,30 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=int, default=8, help="how many sample jobs (0: none, just the service)")
     run.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for each phase")
     run.add_argument("--serve", action="store_true", help="keep running after the sample jobs (until Ctrl-C)")
+    run.add_argument("--replace", action="store_true",
+                     help="if intercede already runs there with other settings, replace it with these (without this "
+                          "flag it is refused, naming what differs)")
     run.add_argument("--address", default=None,
                      help="the Ray cluster to run in (default: $RAY_ADDRESS, else the one `ray start` started on "
                           "this machine, else a new local one; `local` always starts a new one)")
     run.set_defaults(handler=_run)
+
+    serve = sub.add_parser("serve", help="run the service for the CEs of a config (no sample jobs) until Ctrl-C")
+    serve.add_argument("--config", help="TOML file declaring the CEs (default: the embedded local CE)")
+    serve.add_argument("--data-dir", default="intercede-data", help="journal and outputs (embedded default only)")
+    serve.add_argument("--address", default=None, help="the Ray cluster to run in (as for `intercede run`)")
+    serve.set_defaults(handler=_run, jobs=0, serve=True, ce=None, timeout=600.0)
+
+    declare = sub.add_parser(
+        "declare", help="declare jobs from a TOML or JSON file into a running intercede",
+        description="FILE holds [[job]] tables (TOML) or a list of objects (JSON, or {\"job\": [...]}), each with "
+                    "`key`, `ce`, `spec` (the JobSpec fields: executable, arguments, environment, output_files, "
+                    "...), and optionally `phase` (running | cancelled | collected; default running) and "
+                    "`destination` (for collected; relative to FILE's folder). Declaring a key again with the same "
+                    "spec is a no-op.")
+    declare.add_argument("file", metavar="FILE")
+    _attach_options(declare)
+    declare.set_defaults(handler=_declare)
 
     status = sub.add_parser("status", help="table of the jobs and CEs of a running intercede")
     _attach_options(status)
@@ -347,6 +427,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    try:
+        return version("intercede")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        return "unknown"
+
+
 def _explain(exc: BaseException) -> str:
     # An error raised inside a Ray actor arrives wrapped, its str() carrying the remote traceback: show the original.
     cause = getattr(exc, "cause", None)
@@ -367,6 +454,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"intercede: interrupted after {time.monotonic() - started:.0f} s", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - a bug or a broken environment: one line; the traceback on request
+        if isinstance(exc, ModuleNotFoundError) and (exc.name or "").partition(".")[0] in _SERVICE_MODULES:
+            print(f"intercede: `intercede {args.command}` needs the service extra ({exc.name} is not installed): "
+                  "pip install 'intercede[service]'", file=sys.stderr)
+            return 2
         if os.environ.get("INTERCEDE_DEBUG"):
             traceback.print_exc()
         print(f"intercede: unexpected error: {type(exc).__name__}: {_explain(exc)} "

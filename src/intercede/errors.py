@@ -7,6 +7,8 @@ operation failed; per-job problems come back as outcomes, never as exceptions.
 
     IntercedeError
      ├── InvalidSpecError            the job description or configuration is wrong        (permanent)
+     │    ├── UnknownKeyError        a job key that was never declared (or is forgotten)
+     │    └── ConfigConflictError    a running service has other settings than those given
      ├── UnsupportedError            the backend lacks the capability asked for           (permanent)
      ├── AuthenticationError         credentials missing, rejected or expired; host key   (permanent)
      │    └── HostKeyError           unknown or changed SSH host key: never accepted
@@ -15,7 +17,7 @@ operation failed; per-job problems come back as outcomes, never as exceptions.
      ├── CommandError                a command ran and failed (exit status, stderr)
      │    └── CommandNotFoundError   the remote program does not exist (exit 127)
      ├── TransferError               a file could not be copied (missing source, bad destination)
-     │    └── OutputBoundError       outputs exceed a bound or escape their destination
+     │    └── OutputBoundError       outputs exceed a bound, escape or collide in their destination (permanent)
      └── JournalError                the durable journal cannot be read or written
 
 ``temporary`` errors are retried with backoff by the reconciler and never fail a job; ``permanent`` ones surface to the
@@ -30,6 +32,7 @@ __all__ = [
     "AuthenticationError",
     "CommandError",
     "CommandNotFoundError",
+    "ConfigConflictError",
     "ConnectivityError",
     "HostKeyError",
     "IntercedeError",
@@ -38,6 +41,7 @@ __all__ = [
     "OutputBoundError",
     "TimeoutError",
     "TransferError",
+    "UnknownKeyError",
     "UnsupportedError",
     "is_temporary",
 ]
@@ -49,6 +53,19 @@ class IntercedeError(Exception):
 
 class InvalidSpecError(IntercedeError, ValueError):
     """A job description or a configuration is invalid; retrying cannot help."""
+
+
+class UnknownKeyError(InvalidSpecError, KeyError):
+    """A request named job keys that were never declared (or were forgotten since); the message names them.
+    Also a ``KeyError``, as a lookup by key is."""
+
+    def __str__(self) -> str:
+        return Exception.__str__(self)  # KeyError's own would quote the message
+
+
+class ConfigConflictError(InvalidSpecError):
+    """The service already runs with other settings than the ones given; the message names what differs. Nothing
+    was changed: replace the running service explicitly, or stop it first."""
 
 
 class UnsupportedError(IntercedeError):
@@ -94,7 +111,8 @@ class TransferError(IntercedeError):
 
 
 class OutputBoundError(TransferError):
-    """Outputs exceed their byte or file-count bound, or a path would escape its destination."""
+    """Outputs exceed their byte or file-count bound, a path would escape its destination, or two outputs collide
+    in it. Permanent: fetching the same outputs again would hit the same bound."""
 
 
 class JournalError(IntercedeError):

@@ -7,6 +7,11 @@
 
 Invalid input raises :class:`pydantic.ValidationError` naming the field (a ``ValueError``; callers that want the
 intercede tree use :func:`parse_spec`, which raises :class:`~intercede.errors.InvalidSpecError`).
+
+:data:`RESERVED_NAMES` are the files intercede keeps in a job's working directory (the layout is described in
+:mod:`intercede.backends.jobscript`): no input, output, stdout or stderr may be one of them or lie under one, so a spec
+can never overwrite, or read back, the wrapper's own state. :data:`RESERVED_ENV` are the environment variables the
+wrapper sets for the payload; a spec may not set them.
 """
 
 from __future__ import annotations
@@ -30,8 +35,11 @@ from pydantic import (
 from intercede.errors import InvalidSpecError
 
 __all__ = [
+    "RESERVED_ENV",
+    "RESERVED_NAMES",
     "Copy",
     "InputFile",
+    "JobFile",
     "JobSpec",
     "JobState",
     "JobStatus",
@@ -51,6 +59,29 @@ _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
 _ATTEMPT = re.compile(r"[0-9a-f]{16}\Z")
 
 
+class JobFile(enum.StrEnum):
+    """The files intercede owns in a job's working directory: the job script, the idempotency tag, the secrets (a
+    directory), the exit status and its temporary name, Direct's pid and cancel marker, and the job's atomic start
+    claim. The one list of them: the job script, the schedulers and :data:`RESERVED_NAMES` use these names."""
+
+    SCRIPT = "job.sh"
+    TAG = ".tag"
+    SECRETS = ".secrets"
+    EXITCODE = ".exitcode"
+    EXITCODE_TMP = ".exitcode.tmp"
+    PID = ".pid"
+    CANCELLED = ".cancelled"
+    CLAIM = ".claim"
+
+
+#: Top-level names no input, output, stdout or stderr of a spec may use (nor lie under).
+RESERVED_NAMES: frozenset[str] = frozenset(f.value for f in JobFile)
+
+#: Environment variables the job wrapper sets for the payload: ``INTERCEDE_JOB`` marks every process of the job
+#: (Direct's cancel and purge find them by it).
+RESERVED_ENV: frozenset[str] = frozenset({"INTERCEDE_JOB"})
+
+
 def _relative_path(value: str) -> str:
     """A path inside the job's working directory: relative, no ``..``, no NUL, not empty."""
     if not value or "\0" in value:
@@ -65,15 +96,44 @@ def _relative_path(value: str) -> str:
     return str(path)
 
 
+def _job_path(value: str) -> str:
+    """A path inside the job's working directory that is not (under) one of intercede's own files."""
+    path = _relative_path(value)
+    top = PurePosixPath(path).parts[0]
+    if top in RESERVED_NAMES:
+        raise ValueError(f"{top!r} is reserved for intercede's own files in the job's working directory "
+                         f"(reserved: {', '.join(sorted(RESERVED_NAMES))}); got {value!r}")
+    return path
+
+
 def _env_name(value: str) -> str:
     if not _ENV_NAME.match(value):
         raise ValueError(f"environment variable names must match [A-Za-z_][A-Za-z0-9_]*, got {value!r}")
+    if value in RESERVED_ENV:
+        raise ValueError(f"{value!r} is set by intercede's job wrapper and cannot be given by a spec")
     return value
 
 
 def _no_nul(value: str) -> str:
     if "\0" in value:
         raise ValueError("must not contain NUL bytes (they cannot cross a process boundary)")
+    return value
+
+
+def _unicode(value: str, what: str = "") -> str:
+    """Refuse lone surrogates (``'\\udcff'``, what ``os.fsdecode`` makes of undecodable bytes): they cannot be encoded
+    as UTF-8, so they could never reach the job's command line, environment or files."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        shown = "" if what else f" ({value[exc.start]!r})"
+        raise ValueError(f"must be valid Unicode text: {what or 'it'} has a lone surrogate{shown} at character "
+                         f"{exc.start}, which cannot be encoded as UTF-8") from None
+    return value
+
+
+def _secret_unicode(value: SecretStr) -> SecretStr:
+    _unicode(value.get_secret_value(), "the secret")  # the message never shows the value, not even one character
     return value
 
 
@@ -90,29 +150,32 @@ def _attempt(value: str) -> str:
 
 
 RelativePath = Annotated[str, AfterValidator(_relative_path)]
+JobPath = Annotated[str, AfterValidator(_job_path)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
-Text = Annotated[str, AfterValidator(_no_nul)]
+Text = Annotated[str, AfterValidator(_no_nul), AfterValidator(_unicode)]
+Secret = Annotated[SecretStr, AfterValidator(_secret_unicode)]
 Tag = Annotated[str, AfterValidator(_tag)]
 Attempt = Annotated[str, AfterValidator(_attempt)]
 Environment = dict[EnvName, Text]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # hide_input_in_errors: a validation error quotes no input, which may be (or contain) a copy's secrets.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
 
 class InputFile(_Model):
     """A local file staged into the job's working directory as ``name`` before the job starts."""
 
     source: Path
-    name: RelativePath
+    name: JobPath
 
 
 class OutputFile(_Model):
     """A file the job writes as ``name`` in its working directory, fetched to ``destination`` (default: ``name``),
     relative to the destination directory given to the fetch."""
 
-    name: RelativePath
+    name: JobPath
     destination: RelativePath | None = None
 
     @property
@@ -147,7 +210,7 @@ class Copy(_Model):
     """
 
     variables: Environment = Field(default_factory=dict)
-    secrets: dict[EnvName, SecretStr] = Field(default_factory=dict)
+    secrets: dict[EnvName, Secret] = Field(default_factory=dict)
 
 
 class JobSpec(_Model):
@@ -169,8 +232,8 @@ class JobSpec(_Model):
     environment: Environment = Field(default_factory=dict)
     input_files: list[InputFile] = Field(default_factory=list)
     output_files: list[OutputFile] = Field(default_factory=list)
-    stdout: RelativePath = "stdout.txt"
-    stderr: RelativePath = "stderr.txt"
+    stdout: JobPath = "stdout.txt"
+    stderr: JobPath = "stderr.txt"
     resources: Resources = Field(default_factory=Resources)
     container: Text | None = None
     tag: Tag | None = None
@@ -183,9 +246,7 @@ class JobSpec(_Model):
             raise ValueError("input_files: two inputs are staged under the same name")
         if self.stdout == self.stderr:
             raise ValueError("stdout and stderr must be different files")
-        targets = [f.target for f in self.output_files]
-        if len(set(targets)) != len(targets):
-            raise ValueError("output_files: two outputs are fetched to the same destination")
+        _check_outputs(self.stdout, self.stderr, self.output_files)
         if self.attempt is not None and len(self.copies) != 1:
             raise ValueError("attempt: an attempt id names one job, so the spec must have exactly one copy")
         return self
@@ -197,12 +258,41 @@ class JobSpec(_Model):
         return self.tag if len(self.copies) == 1 else f"{self.tag}.{index}"
 
 
+def _check_outputs(stdout: str, stderr: str, outputs: list[OutputFile]) -> None:
+    """Refuse output declarations no fetch could honour: every fetched file needs its own file under the
+    destination (stdout and stderr are always fetched, under their own names)."""
+    seen: set[str] = set()
+    for o in outputs:
+        if o.name in seen:
+            raise ValueError(f"output_files: {o.name!r} is declared twice (one file, fetched once)")
+        seen.add(o.name)
+    for o in outputs:
+        if o.name in (stdout, stderr):
+            raise ValueError(f"output_files: {o.name!r} is the job's {'stdout' if o.name == stdout else 'stderr'}, "
+                             "which is always fetched: do not declare it as an output")
+    owner = {stdout: "stdout", stderr: "stderr"}
+    for o in outputs:
+        if o.target in owner:
+            raise ValueError(f"output_files: {o.name!r} would be fetched to {o.target!r}, the same destination as "
+                             f"{owner[o.target]}")
+        owner[o.target] = f"output {o.name!r}"
+    for target, who in owner.items():
+        parts = target.split("/")
+        for shorter in ("/".join(parts[:i]) for i in range(1, len(parts))):
+            if shorter in owner:
+                raise ValueError(f"output_files: {owner[shorter]} is fetched to the file {shorter!r}, which {who} "
+                                 f"needs as a directory ({target!r})")
+
+
 def parse_spec(data: Any) -> JobSpec:
     """Validate ``data`` into a :class:`JobSpec`, raising :class:`InvalidSpecError` that names every bad field."""
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
-        raise InvalidSpecError(str(exc)) from exc
+        # Built from the locations and reasons only: the inputs may hold secrets.
+        problems = [f"{'.'.join(str(p) for p in err['loc']) or '(spec)'}: {err['msg']}"
+                    for err in exc.errors(include_input=False, include_url=False)]
+        raise InvalidSpecError(f"invalid job spec ({len(problems)} problem(s)): {'; '.join(problems)}") from exc
 
 
 class JobState(enum.StrEnum):

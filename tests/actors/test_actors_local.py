@@ -25,7 +25,7 @@ def _spec(script: str, **kw: object) -> JobSpec:
 
 async def test_declared_jobs_run_and_are_collected_and_purged(tmp_path: Path) -> None:
     seam = LocalSeam()
-    ic = Intercede.start(Settings.embedded(tmp_path), seam=seam)
+    ic = Intercede.start(Settings.embedded(tmp_path / "data", job_root=tmp_path / "jobs"), seam=seam)
     jobs = [JobRequest("ok-1", "local", _spec("echo 1 > r.txt", output_files=[OutputFile(name="r.txt")])),
             JobRequest("bad-1", "local", _spec("exit 9"))]
     await ic.declare(jobs, progress=False)
@@ -39,7 +39,7 @@ async def test_declared_jobs_run_and_are_collected_and_purged(tmp_path: Path) ->
 
 
 async def test_redeclaring_a_key_with_another_spec_is_refused(tmp_path: Path) -> None:
-    actor = ReconcilerActor(Settings.embedded(tmp_path), seam=LocalSeam())
+    actor = ReconcilerActor(Settings.embedded(tmp_path), seam=LocalSeam(), start=False)
     await actor.declare([JobRequest("k", "local", _spec("true"))])
     await actor.declare([JobRequest("k", "local", _spec("true"))])  # same spec: idempotent
     with pytest.raises(InvalidSpecError, match="k"):
@@ -49,13 +49,13 @@ async def test_redeclaring_a_key_with_another_spec_is_refused(tmp_path: Path) ->
 async def test_a_restarted_reconciler_resumes_from_its_journal_without_resubmitting(tmp_path: Path) -> None:
     settings = Settings.embedded(tmp_path)
     seam = LocalSeam()
-    first = ReconcilerActor(settings, seam=seam)
+    first = ReconcilerActor(settings, seam=seam, start=False)  # stepped by hand
     await first.declare([JobRequest("once", "local", _spec("sleep 2"))])
     await first.step()
     job_id = (await first.rows())[0]["job_id"]
     assert job_id
     first.reconciler.close()
-    second = ReconcilerActor(settings, seam=seam)  # same CE actor, new reconciler over the same journal
+    second = ReconcilerActor(settings, seam=seam, start=False)  # same CE actor, new reconciler over the same journal
     ce = seam.find(ce_actor_name("local"))
     for _ in range(100):
         await ce.poll()

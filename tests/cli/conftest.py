@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.contract.cases_htcondor import CondorSetup, _setup
+
 INTERCEDE = str(Path(sys.executable).with_name("intercede"))
 HELPER = Path(__file__).with_name("declare_jobs.py")
 
@@ -103,3 +105,27 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
+
+
+# -- the HTCondor kinds' stacks (25.x) ---------------------------------------------------------------------------
+
+
+def condor_config(folder: Path, kind: str, setup: CondorSetup) -> Path:
+    """A config with one CE named ``condor`` of ``kind`` (htcondor | htcondor-ce) on ``setup``'s stack."""
+    stack = setup.stack
+    if kind == "htcondor":
+        body = f'kind = "htcondor"\npool = "{stack.pool}"\n'
+    else:  # the stand-in is reached by address: HTCondor cannot check its certificate's host name
+        body = (f'kind = "htcondor-ce"\nce = "{stack.host}"\nport = {stack.port}\nca_file = "{stack.ca_file()}"\n'
+                'config = { SSL_SKIP_HOST_CHECK = "true" }\n')
+    path = folder / "condor.toml"
+    path.write_text(f'[[ce]]\nname = "condor"\n{body}token_file = "{setup.token}"\nstaging = "{folder}/staging"\n')
+    return path
+
+
+@pytest.fixture(scope="module", params=["htcondor", "htcondor-ce"], ids=["htcondor-25.x", "htcondor-ce-25.x"])
+def condor(request: pytest.FixtureRequest) -> Iterator[tuple[str, CondorSetup]]:
+    """(kind, a running 25.x stack of that kind): the schedd through the bindings, or the CE stand-in."""
+    kind = str(request.param)
+    for setup in _setup("25", "condor" if kind == "htcondor" else "condor_ce"):
+        yield kind, setup

@@ -1,4 +1,5 @@
-"""``intercede ce check``: the local CE, and a real Slurm 24.11 reached over SSH (good config, and each way it fails).
+"""``intercede ce check``: the local CE, a real Slurm 24.11 reached over SSH (good config, and each way it fails), and
+the HTCondor kinds (a schedd through the bindings, the CE stand-in), 25.x.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import asyncssh
 import pytest
 
 from stacks.slurm_stack import SlurmStack, slurm_stack
-from tests.cli.conftest import Result, assert_user_error, intercede
+from tests.cli.conftest import Result, assert_user_error, condor_config, intercede
+from tests.contract.cases_htcondor import CondorSetup
 
 pytestmark = pytest.mark.cli
 
@@ -27,12 +29,14 @@ def _steps(result: Result) -> dict[str, str]:
 
 
 def test_the_embedded_local_ce_passes_every_step(tmp_path: Path) -> None:
-    result = intercede("ce", "check", "local", cwd=tmp_path, timeout=120)
+    result = intercede("ce", "check", "local", cwd=tmp_path, timeout=120, XDG_STATE_HOME=str(tmp_path / "state"))
     assert result.code == 0, result
     assert "OK: CE 'local' is usable" in result.out
     assert _steps(result) == {"configuration": "ok", "credentials": "ok", "reach": "skip", "authenticate": "ok",
                               "scheduler": "ok", "test job": "ok", "outputs": "ok", "clean up": "ok"}
-    assert list((tmp_path / "intercede-data/jobs").iterdir()) == []  # the test job left nothing behind
+    (jobs,) = (tmp_path / "state/intercede/jobs").iterdir()  # outside the data directory
+    assert list(jobs.iterdir()) == []  # the test job left nothing behind
+    assert (tmp_path / "state/intercede").stat().st_mode & 0o777 == 0o700  # private to this user
 
 
 def test_a_local_ce_whose_root_cannot_be_created_fails_at_the_test_job(tmp_path: Path) -> None:
@@ -115,3 +119,32 @@ def test_slurm_with_an_unpinned_host_key_fails_at_authenticate(slurm: SlurmStack
     result = intercede("ce", "check", "slurm", "--config", _slurm_config(tmp_path, slurm, known_hosts=empty),
                        cwd=tmp_path, timeout=120)
     assert_user_error(result, "FAILED: CE 'slurm' failed the authenticate step", "ssh-keyscan", code=1)
+
+
+# -- the HTCondor kinds: a real schedd (bindings) and the CE stand-in, 25.x ----------------------------------------
+
+
+@pytest.mark.htcondor
+def test_an_htcondor_kind_passes_every_step(condor: tuple[str, CondorSetup], tmp_path: Path) -> None:
+    kind, setup = condor
+    result = intercede("ce", "check", "condor", "--config", condor_config(tmp_path, kind, setup), cwd=tmp_path,
+                       timeout=300)
+    assert result.code == 0, result
+    assert "OK: CE 'condor' is usable" in result.out
+    steps = _steps(result)
+    # A CE does not expose its site's slots: no LoadReporter, so the scheduler step is skipped.
+    assert steps.pop("scheduler") == ("ok" if kind == "htcondor" else "skip"), result.out
+    assert set(steps.values()) == {"ok"}, result.out
+    assert re.search(r"authenticate\s+authenticated; the schedd runs \$CondorVersion: 25\.", result.out), result.out
+    assert re.search(r"test job\s+job \S+: Done, exit 0", result.out), result.out
+
+
+@pytest.mark.htcondor
+def test_an_htcondor_kind_with_a_missing_token_fails_at_credentials(condor: tuple[str, CondorSetup],
+                                                                    tmp_path: Path) -> None:
+    kind, setup = condor
+    config = condor_config(tmp_path, kind, setup)
+    config.write_text(config.read_text().replace(str(setup.token), str(tmp_path / "no-token")))
+    result = intercede("ce", "check", "condor", "--config", config, cwd=tmp_path, timeout=120)
+    assert_user_error(result, "FAILED: CE 'condor' failed the credentials step",
+                      f"token_file file {tmp_path}/no-token does not exist", "its [[ce]] entry", code=1)

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.cli
 
 def test_run_declares_cancels_and_collects_the_sample_jobs(tmp_path: Path) -> None:
     # RAY_ADDRESS=local: a private Ray cluster even when another one runs on this machine (the command is unchanged).
-    result = intercede("run", cwd=tmp_path, RAY_ADDRESS="local")
+    result = intercede("run", cwd=tmp_path, RAY_ADDRESS="local", XDG_STATE_HOME=str(tmp_path / "state"))
     assert result.code == 0, result
     assert "Traceback" not in result.both
     rows = re.findall(r"^(demo-\w+-\d{3})\s+(\w+)\s+(\w+)\s+(\S+)\s+(True|False)\s+(\S+)$", result.out, re.M)
@@ -27,7 +27,8 @@ def test_run_declares_cancels_and_collects_the_sample_jobs(tmp_path: Path) -> No
         if wanted == "done":
             assert (data / "outputs" / key / "result.txt").read_text().strip().isdigit()
     assert (data / "journal.sqlite").is_file()
-    assert not list((data / "jobs").iterdir())  # every job purged at the CE after its outputs were collected
+    (jobs,) = (tmp_path / "state/intercede/jobs").iterdir()  # the job directories live outside the data directory
+    assert not list(jobs.iterdir())  # every job purged at the CE after its outputs were collected
     assert re.search(r"Ray cluster at \S+, namespace 'intercede'", result.out)
 
 

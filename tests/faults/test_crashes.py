@@ -23,8 +23,10 @@ from tests.faults.conftest import stop_actors
 
 pytestmark = pytest.mark.faults
 
-# Submits and fetches are one call per key; purges are bulk (one call per tick), so fewer of them can crash.
-PLAN = {"before:submit": 5, "after:submit": 6, "after:find_attempts": 1, "before:fetch": 5, "after:fetch": 5,
+# Submits and fetches are one call per key; purges are bulk (one call per tick), so fewer of them can crash. A crash
+# after a submit takes the tick's other submits with it, and the next instance adopts them all: few submits are left
+# to crash after (a fetch that is due runs in the same tick as the submits and often crashes first).
+PLAN = {"before:submit": 5, "after:submit": 2, "after:find_attempts": 1, "before:fetch": 7, "after:fetch": 7,
         "before:purge": 1, "after:purge": 1}
 
 
@@ -37,7 +39,8 @@ def _job(key: str, ledger: str) -> JobSpec:
 @pytest.mark.usefixtures("ray_local")
 async def test_no_job_is_duplicated_or_lost_across_twenty_crashes(tmp_path: Path) -> None:
     namespace = f"faults-{uuid.uuid4().hex[:8]}"
-    settings = Settings.embedded(tmp_path / "data").model_copy(update={"namespace": namespace, "tick_interval": 0.2})
+    settings = Settings.embedded(tmp_path / "data", job_root=tmp_path / "jobs").model_copy(
+        update={"namespace": namespace, "tick_interval": 0.2})
     plan = tmp_path / "faults.json"
     plan.write_text(json.dumps(PLAN))
     ledger = tmp_path / "ledger"
@@ -57,4 +60,4 @@ async def test_no_job_is_duplicated_or_lost_across_twenty_crashes(tmp_path: Path
     assert runs == Counter({k: 1 for k in keys}), "each job ran exactly once at the resource"
     for k in keys:
         assert (outputs / k / "out.txt").read_text() == f"{k}\n"
-    assert list((tmp_path / "data" / "jobs").iterdir()) == [], "every job was purged at the resource"
+    assert list((tmp_path / "jobs").iterdir()) == [], "every job was purged at the resource"

@@ -57,7 +57,8 @@ async def _all_submitted(ic: Intercede, keys: Sequence[str]) -> bool:
 async def test_a_ce_actor_whose_node_dies_comes_back_elsewhere_and_every_job_converges_once(
         ray_cluster: TwoNodes, tmp_path: Path) -> None:
     namespace = f"node-death-{uuid.uuid4().hex[:8]}"
-    settings = Settings.embedded(tmp_path / "data").model_copy(update={"namespace": namespace, "tick_interval": 0.2})
+    settings = Settings.embedded(tmp_path / "data", job_root=tmp_path / "jobs").model_copy(
+        update={"namespace": namespace, "tick_interval": 0.2})
     (ce,) = settings.ce
     seam = RaySeam(namespace, options={ce_actor_name(ce.name): ray_cluster.preferably_on("worker", "head"),
                                        reconciler_name(): ray_cluster.on("head")})
@@ -97,7 +98,7 @@ async def test_a_ce_actor_whose_node_dies_comes_back_elsewhere_and_every_job_con
     # Only launched jobs (a .pid) count: a submit cut short by the node's death between staging the job's directory
     # and launching it leaves that directory behind (job.sh, no .pid; find_by_tag rightly ignores it and the key is
     # submitted again). Nothing cleans such directories up yet: a BatchBackend matter, not the actors'.
-    launched = [d.name for d in (tmp_path / "data" / "jobs").iterdir() if (d / ".pid").exists()]
+    launched = [d.name for d in (tmp_path / "jobs").iterdir() if (d / ".pid").exists()]
     assert launched == [], "every job that was launched was purged at the resource"
 
 
@@ -121,7 +122,8 @@ class CEActorDyingAfterSubmits(CEActor):
 @pytest.mark.usefixtures("ray_local")
 async def test_a_submit_cut_short_by_its_ce_actors_death_is_adopted_and_not_run_again(tmp_path: Path) -> None:
     namespace = f"mid-submit-{uuid.uuid4().hex[:8]}"
-    settings = Settings.embedded(tmp_path / "data").model_copy(update={"namespace": namespace, "tick_interval": 0.2})
+    settings = Settings.embedded(tmp_path / "data", job_root=tmp_path / "jobs").model_copy(
+        update={"namespace": namespace, "tick_interval": 0.2})
     (ce,) = settings.ce
     plan = tmp_path / "deaths"
     plan.write_text("3")

@@ -59,7 +59,7 @@ def test_cancelled_cancels_a_live_job_and_resends_only_after_the_delay() -> None
     sent = Progress(job_id="7", cancel_sent_at=NOW - 59)
     assert step(Phase.CANCELLED, sent) is None
     assert step(Phase.CANCELLED, sent, NOW + 1) == Cancel("k", "7")
-    assert step(Phase.CANCELLED, Progress(job_id="7", state=JobState.ABORTED)) is None
+    assert step(Phase.CANCELLED, Progress(job_id="7", state=JobState.ABORTED)) == Purge("k", "7")
 
 
 def test_collected_waits_for_the_end_then_fetches_then_purges_then_rests() -> None:
@@ -84,6 +84,32 @@ def test_backoff_and_permanent_errors_hold_every_action() -> None:
     assert step(Phase.RUNNING, backing_off) is None
     assert step(Phase.RUNNING, backing_off, NOW + 1) == Submit("k")
     assert step(Phase.FORGOTTEN, Progress(job_id="7", permanent_error="refused")) is None
+
+
+def test_a_cancelled_key_whose_job_ended_is_purged_once_its_files_were_kept_long_enough() -> None:
+    keep = POLICY.purge_cancelled_after
+    for state in (JobState.ABORTED, JobState.DONE, JobState.FAILED):
+        ended = Progress(job_id="7", submit_intent=True, state=state, cancel_sent_at=NOW - 1)
+        assert step(Phase.CANCELLED, ended) is None  # a collect may still fetch its outputs
+        assert wake_at(want(Phase.CANCELLED), ended, POLICY) == NOW - 1 + keep
+        assert step(Phase.CANCELLED, ended, NOW - 1 + keep) == Purge("k", "7")
+        assert step(Phase.CANCELLED, ended.with_purged(), NOW + keep) is None
+        assert wake_at(want(Phase.CANCELLED), ended.with_purged(), POLICY) is None
+    ended_before_any_cancel = Progress(job_id="7", state=JobState.DONE)
+    assert step(Phase.CANCELLED, ended_before_any_cancel) == Purge("k", "7")
+    assert step(Phase.CANCELLED, Progress(job_id="7", state=JobState.RUNNING, cancel_sent_at=NOW - 1), NOW + keep) \
+        == Cancel("k", "7")  # a job still running is cancelled again, never purged
+
+
+def test_forgetting_a_key_with_nothing_at_the_resource_completes_despite_a_permanent_error() -> None:
+    refused = Progress(permanent_error="submit refused: no container runtime", attempts=1)  # intent cleared
+    assert step(Phase.FORGOTTEN, refused) == Forget("k")
+    assert step(Phase.FORGOTTEN, Progress(job_id="7", purged=True, permanent_error="x")) == Forget("k")
+    # A job may exist (an intent, or a job not purged): the permanent error still holds every action.
+    assert step(Phase.FORGOTTEN, Progress(submit_intent=True, permanent_error="adopt: denied")) is None
+    assert step(Phase.FORGOTTEN, Progress(job_id="7", permanent_error="purge refused")) is None
+    for phase in (Phase.RUNNING, Phase.CANCELLED, Phase.COLLECTED):
+        assert step(phase, refused) is None
 
 
 def test_an_unreachable_ce_gets_nothing_and_others_carry_on() -> None:

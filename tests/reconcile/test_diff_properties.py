@@ -67,7 +67,9 @@ def test_no_action_for_unreachable_ces_backing_off_or_permanently_failed_keys(wo
     for action in _diff_all(world):
         wanted, done = desired[action.key], progress.get(action.key, EMPTY)
         assert reachable.get(wanted.ce, True)
-        assert done.permanent_error is None
+        # The one exception: a forgotten key with nothing left at the resource is dropped whatever went wrong.
+        nothing_left = done.purged or (done.job_id is None and not done.submit_intent)
+        assert done.permanent_error is None or (isinstance(action, Forget) and nothing_left)
         assert done.next_attempt_at is None or done.next_attempt_at <= NOW
 
 
@@ -92,8 +94,10 @@ def test_finished_keys_get_no_action(world: World) -> None:
         if not done.terminal or done.job_id is None:
             continue
         collected = wanted.phase is Phase.COLLECTED and done.manifest is not None and done.purged
-        if wanted.phase in (Phase.RUNNING, Phase.CANCELLED) or collected:
+        if wanted.phase is Phase.RUNNING or (wanted.phase is Phase.CANCELLED and done.purged) or collected:
             assert key not in planned
+        elif wanted.phase is Phase.CANCELLED and done.permanent_error is None and key in planned:
+            assert [a for a in _diff_all(world) if a.key == key] == [Purge(key, done.job_id)]  # ended: purged
 
 
 @given(worlds())
@@ -140,6 +144,9 @@ def test_applying_a_plan_and_rediffing_only_ever_moves_each_key_forward(world: W
             assert done.job_id is not None
         if wanted.phase is Phase.COLLECTED and done.terminal and done.job_id is not None:
             assert done.manifest is not None and done.purged
+        kept_until = (done.cancel_sent_at or -float("inf")) + POLICY.purge_cancelled_after
+        if wanted.phase is Phase.CANCELLED and done.terminal and done.job_id is not None and kept_until <= NOW:
+            assert done.purged  # a cancelled job leaves nothing at the resource once it was kept long enough
 
 
 # ---- never two submits, across crashes

@@ -156,3 +156,36 @@ async def test_a_fresh_transport_works_and_closes_idempotently(kind: str, reques
 async def test_stdin_the_command_never_reads_does_not_block(transport: Transport) -> None:
     result = await transport.run(["true"], stdin=os.urandom(11 * MB), timeout=30)
     assert result.ok
+
+
+async def test_stream_hands_stdout_to_the_sink_in_order_and_keeps_none_of_it(transport: Transport) -> None:
+    got = hashlib.sha256()
+    sizes: list[int] = []
+
+    def sink(chunk: bytes) -> None:
+        got.update(chunk)
+        sizes.append(len(chunk))
+
+    result = await transport.stream(["sh", "-c", "head -c 12582912 /dev/zero; echo err >&2; exit 3"], sink)
+    assert (result.exit_status, result.stdout, result.stderr) == (3, b"", b"err\n")
+    assert sum(sizes) == 12 * MB and got.hexdigest() == hashlib.sha256(bytes(12 * MB)).hexdigest()
+    assert max(sizes) <= MB  # streamed in chunks, never gathered
+
+
+async def test_a_sink_that_raises_stops_the_command_at_once_and_its_error_propagates(transport: Transport) -> None:
+    class Enough(Exception):
+        pass
+
+    def sink(chunk: bytes) -> None:
+        raise Enough
+
+    start = time.monotonic()
+    with pytest.raises(Enough):
+        await transport.stream(["sh", "-c", "echo first; exec sleep 30"], sink)
+    assert time.monotonic() - start < 10
+    assert (await transport.run(["echo", "still usable"])).stdout == b"still usable\n"
+
+
+async def test_a_stream_past_its_timeout_is_killed_and_raises_timeout(transport: Transport) -> None:
+    with pytest.raises(TimeoutError):
+        await transport.stream(["sleep", "30"], lambda chunk: None, timeout=0.5)

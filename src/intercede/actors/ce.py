@@ -1,10 +1,11 @@
 """CEActor: the one owner of a Computing Element's backend. A plain class; :mod:`.wiring` makes it a Ray actor.
 
-It keeps the set of job ids the reconciler tracks on this CE and runs ONE batched status poll per interval for all of
-them (the backend chunks the ids), caching each job's latest status with a change counter so the reconciler pulls only
-what changed (:meth:`changes`). A failed poll marks the CE unreachable and backs off exponentially; it never marks a
-job failed. Every other call (submit, cancel, fetch, ...) is forwarded to the backend under a bounded concurrency,
-and timed. Health and latency figures come from :meth:`health`.
+It keeps the set of job ids the reconciler tracks on this CE (:meth:`track_only`: the ids whose state can still
+change; a job whose final state the reconciler recorded is dropped) and runs ONE batched status poll per interval for
+all of them (the backend chunks the ids), caching each job's latest status with a change counter so the reconciler
+pulls only what changed (:meth:`changes`). A failed poll marks the CE unreachable and backs off exponentially; it never
+marks a job failed. Every other call (submit, cancel, fetch, ...) is forwarded to the backend under a bounded
+concurrency, and timed. Health and latency figures come from :meth:`health`.
 
 Submits in flight are counted per tag: a reconciler that restarted while its predecessor's submit still runs here
 must not take "no job found" for "never submitted", so :meth:`find_attempts` names those tags ``in_flight``.
@@ -37,7 +38,7 @@ from intercede.backends.capabilities import (
     Purgeable,
     Taggable,
 )
-from intercede.backends.registry import CEConfig, build_backend
+from intercede.backends.registry import CEConfigBase, build_backend
 from intercede.errors import UnsupportedError, is_temporary
 from intercede.model import JobSpec, JobStatus, Outcome, OutputManifest, SubmitResult
 from intercede.reconcile.gateway import TaggedJobs
@@ -68,7 +69,7 @@ class CEHealth(BaseModel):
 class CEActor:
     """Owns one CE's backend; see the module docstring. ``clock`` returns epoch seconds (injectable for tests)."""
 
-    def __init__(self, config: CEConfig, *, concurrency: int = 8, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: CEConfigBase, *, concurrency: int = 8, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.backend: JobBackend = build_backend(config)
         self._clock = clock
@@ -85,7 +86,6 @@ class CEActor:
         self._last_error = ""
         self._latencies: deque[float] = deque(maxlen=500)
         self._poller: asyncio.Task[None] | None = None
-        self._asked: set[str] = set()  # the ids of the last track() call
         self._submitting: Counter[str] = Counter()  # tag -> submits of it running here (or waiting for a slot)
         # A restarted actor starts counting again: the epoch tells a reader its cursor is stale.
         self.epoch = secrets.token_hex(4)
@@ -93,17 +93,19 @@ class CEActor:
     # -- tracking and polling -----------------------------------------------------------------------------------
 
     async def track(self, job_ids: Sequence[str]) -> None:
-        """Poll these ids from now on (idempotent). An id the caller asks for the first time whose status is cached
-        already (a submit that finished here after its caller died, then adopted) is reported again by
-        :meth:`changes`: the caller skipped it while it did not know the id yet."""
-        asked = set(job_ids)
-        for job_id in asked - self._asked:
-            cached = self._cache.get(job_id)
-            if cached is not None:
-                self._version += 1
-                self._cache[job_id] = (self._version, cached[1])
-        self._asked = asked
+        """Poll these ids from now on (idempotent)."""
         self._tracked.update(job_ids)
+
+    async def track_only(self, job_ids: Sequence[str]) -> None:
+        """Poll exactly these ids from now on: every other id is untracked and its cached status dropped.
+
+        The reconciler sends the ids whose state can still change, so a job whose final state it has recorded (or
+        that it purged or forgot) stops being polled: finished jobs nobody collects would otherwise be polled
+        forever. Level-triggered: after a restart of either actor the next call sets the right set again."""
+        keep = set(job_ids)
+        for job_id in self._tracked - keep:
+            self._cache.pop(job_id, None)
+        self._tracked = keep
 
     async def untrack(self, job_ids: Sequence[str]) -> None:
         """Stop polling these ids and drop their cached status."""

@@ -22,10 +22,16 @@ from tqdm.auto import tqdm
 from intercede.actors import cluster
 from intercede.actors.ce import CEHealth
 from intercede.actors.reconciler import ActionRecord, JobRequest, ReconcilerActor, ce_actor_name, reconciler_name
-from intercede.actors.seam import LocalSeam, RaySeam, Seam
+from intercede.actors.seam import RaySeam, Seam
 from intercede.actors.settings import Settings
 from intercede.backends.capabilities import LoadReport
-from intercede.errors import ConnectivityError, IntercedeError, TimeoutError
+from intercede.errors import (
+    ConfigConflictError,
+    ConnectivityError,
+    InvalidSpecError,
+    TimeoutError,
+    UnknownKeyError,
+)
 
 __all__ = ["Intercede"]
 
@@ -41,17 +47,30 @@ class Intercede:
 
     @classmethod
     def start(cls, settings: Settings, *, seam: Seam | None = None, fault_plan: Path | None = None,
-              address: str | None = None) -> Intercede:
-        """Start (or join, if already running) the named actors for ``settings`` and their loops."""
+              address: str | None = None, replace: bool = False) -> Intercede:
+        """Start the named actors for ``settings`` (the reconciler starts its loop itself), or join them if they run
+        already with the same settings.
+
+        If the running intercede has other settings, :class:`ConfigConflictError` names what differs and nothing
+        changes: a new configuration is never silently ignored. With ``replace`` the running reconciler is stopped
+        (and the CE actors whose configuration changed or that are gone), and one with ``settings`` starts; it
+        resumes from the journal under the new ``data_dir``. Jobs in flight keep running at their CEs.
+        """
         if seam is None:
             if address is None and cluster.recorded_cluster_is_dead():
                 address = "local"
             RaySeam.connect(settings.namespace, address)
             seam = RaySeam(settings.namespace)
-        # An in-process seam is shared with the reconciler (its CE actors live here too); a Ray actor makes its own.
-        inner = seam if isinstance(seam, LocalSeam) else None
-        handle = seam.start(ReconcilerActor, reconciler_name(), settings, seam=inner, fault_plan=fault_plan)
-        seam.spawn(handle, "run_forever")
+        running = seam.find(reconciler_name())
+        if running is not None:
+            current: Settings = seam.call_blocking(running, "running_settings")
+            if current != settings:
+                if not replace:
+                    raise ConfigConflictError(_conflict(current, settings))
+                _stop(seam, running, current, settings)
+        # The reconciler starts its CE actors through this same seam (in process, or shipped to its Ray actor with
+        # its placement options and timeout).
+        handle = seam.start(ReconcilerActor, reconciler_name(), settings, seam=seam, fault_plan=fault_plan)
         return cls(seam, handle)
 
     @classmethod
@@ -82,20 +101,45 @@ class Intercede:
         return await self._seam.call(self._handle, method, *args)
 
     async def declare(self, jobs: Sequence[JobRequest], *, batch: int = 500, progress: bool = True) -> None:
-        """Declare jobs in batches, with a progress bar."""
+        """Declare jobs in batches, with a progress bar. All or nothing: every job is checked before any is declared,
+        and :class:`InvalidSpecError` names each refused one (a bad key or CE, another spec for a known key, a key
+        being forgotten). Should a later batch still be refused (another client declared the same keys meanwhile),
+        the error says how many jobs, and which keys, were declared before it."""
+        jobs = list(jobs)
+        if len(jobs) > batch:  # one batch is checked and applied atomically by the actor itself
+            problems: list[str] = []
+            for i in range(0, len(jobs), batch):
+                problems += await self._call("check_declare", jobs[i:i + batch])
+            if problems:
+                shown = "; ".join(problems[:10]) + (f"; ... and {len(problems) - 10} more" if len(problems) > 10
+                                                    else "")
+                raise InvalidSpecError(f"declare refused for {len(problems)} of {len(jobs)} job(s), nothing was "
+                                       f"declared: {shown}")
         with tqdm(total=len(jobs), desc="declare", unit="job", disable=not progress) as bar:
             for i in range(0, len(jobs), batch):
-                await self._call("declare", list(jobs[i:i + batch]))
+                try:
+                    await self._call("declare", jobs[i:i + batch])
+                except InvalidSpecError as exc:
+                    if i == 0:
+                        raise
+                    raise InvalidSpecError(f"{exc}; the first {i} job(s) were declared (keys {jobs[0].key!r} to "
+                                           f"{jobs[i - 1].key!r}), the rest were not") from exc
                 bar.update(len(jobs[i:i + batch]))
 
     async def cancel(self, keys: Sequence[str]) -> None:
+        """Cancel each key's job; its files at the CE are purged ``purge_cancelled_after`` seconds later (a
+        :meth:`collect` before then still gets them). :class:`UnknownKeyError` names keys never declared (and nothing
+        is changed)."""
         await self._call("cancel", list(keys))
 
     async def collect(self, keys: Sequence[str], destination: Path) -> None:
-        """Ask for each key's outputs under ``destination/<key>``; :meth:`wait` with ``until="collected"``."""
+        """Ask for each key's outputs under ``destination/<key>``; :meth:`wait` with ``until="collected"``.
+        :class:`UnknownKeyError` names keys never declared (and nothing is changed)."""
         await self._call("collect", list(keys), destination.absolute())  # noqa: ASYNC240 - no I/O
 
     async def forget(self, keys: Sequence[str]) -> None:
+        """Cancel, purge and drop each key. :class:`UnknownKeyError` names keys never declared (and nothing is
+        changed)."""
         await self._call("forget", list(keys))
 
     async def rows(self) -> list[dict[str, Any]]:
@@ -145,7 +189,7 @@ class Intercede:
                 rows = [r for r in await self.rows() if r["key"] in wanted]
                 unknown = wanted - {r["key"] for r in rows}
                 if unknown:
-                    raise IntercedeError(f"never declared: {sorted(unknown)[:10]}")
+                    raise UnknownKeyError(f"never declared: {sorted(unknown)[:10]}")
                 settled = [r for r in rows if _settled(r, until)]
                 bar.update(len(settled) - bar.n)
                 if len(settled) == len(rows):
@@ -162,3 +206,43 @@ def _settled(row: dict[str, Any], until: Until) -> bool:
     if until == "collected":
         return bool(row["collected"])
     return row["state"] in ("Done", "Failed", "Aborted") or (row["phase"] == "cancelled" and row["job_id"] is None)
+
+
+def _conflict(running: Settings, wanted: Settings) -> str:
+    """What differs between the running settings and the wanted ones, by field and CE name (never by value: a CE's
+    options may hold secrets)."""
+    differences = [name for name in type(wanted).model_fields
+                   if name != "ce" and getattr(running, name) != getattr(wanted, name)]
+    have = {c.name: c for c in running.ce}
+    want = {c.name: c for c in wanted.ce}
+    if added := sorted(want.keys() - have.keys()):
+        differences.append(f"CEs added: {', '.join(added)}")
+    if gone := sorted(have.keys() - want.keys()):
+        differences.append(f"CEs removed: {', '.join(gone)}")
+    for name in sorted(have.keys() & want.keys()):
+        if have[name] != want[name]:
+            fields = [f for f in type(want[name]).model_fields if getattr(have[name], f) != getattr(want[name], f)]
+            differences.append(f"CE {name!r} changed ({', '.join(fields) or 'its kind'})")
+    return (f"intercede already runs in Ray namespace {wanted.namespace!r} with other settings "
+            f"({'; '.join(differences)}); nothing was changed. Replace it explicitly (`intercede run --replace`, "
+            "or Intercede.start(settings, replace=True)), or stop it first")
+
+
+def _stop(seam: Seam, reconciler: Any, running: Settings, wanted: Settings) -> None:
+    """Kill the running reconciler and the CE actors ``wanted`` does not keep as they are; return once their names
+    are free (:class:`TimeoutError` otherwise)."""
+    keep = {c.name for c in wanted.ce} & {c.name for c in running.ce if c in wanted.ce}
+    names = [reconciler_name()] + [ce_actor_name(c.name) for c in running.ce if c.name not in keep]
+    handles = [(name, reconciler if name == reconciler_name() else seam.find(name)) for name in names]
+    # Stopped cleanly first, so its journal is released before its successor opens it (a kill returns before the
+    # process is gone).
+    seam.call_blocking(reconciler, "close")
+    for _, handle in handles:
+        if handle is not None:
+            seam.kill(handle)
+    deadline = time.monotonic() + seam.timeout
+    for name, _ in handles:
+        while seam.find(name) is not None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"actor {name} did not stop within {seam.timeout:g} s")
+            time.sleep(0.1)

@@ -1,9 +1,15 @@
 """ReconcilerActor: the loop that never dies, around :class:`~intercede.reconcile.Reconciler`. A plain class.
 
-Each step pulls what changed from every CE actor (one cheap call each: the CE actors poll the resources on their own
-schedule), feeds it to the reconciler, tells each CE actor which ids to track, then runs one reconcile tick. Every
-step is caught, logged and timed; the loop sleeps and goes on. Ray restarts the actor after a crash and retries its
-``run_forever`` call, and the new instance resumes from the journal.
+The actor starts its own loop when it is constructed (as Ray Serve's controller does): Ray re-runs ``__init__``
+after every restart it performs, so the loop resumes from the journal with no caller keeping it alive.
+
+Each step pulls what changed from every CE actor, all at once (one cheap call each: the CE actors poll the resources
+on their own schedule), feeds it to the reconciler, tells each CE actor which ids to track (those not yet terminal: a
+job whose final state is recorded stops being polled), then runs one reconcile tick. A step waits for the CE actors'
+answers at most :attr:`ReconcilerActor.observe_wait` seconds: a CE actor that has not answered by then (hung,
+overloaded, its node gone) is marked unreachable, so its keys get no action, and its answer is folded in by a later
+step when it comes (each call is bounded by the seam's timeout). One hung CE actor therefore delays only its own
+jobs. Every step is caught, logged and timed; the loop sleeps and goes on.
 
 The WMS-facing methods (``declare``, ``cancel``, ``collect``, ``forget``) journal before they return.
 """
@@ -25,13 +31,17 @@ from intercede.actors.faults import CrashingGateway
 from intercede.actors.gateway import ActorGateway
 from intercede.actors.seam import RaySeam, Seam
 from intercede.actors.settings import Settings
-from intercede.model import JobSpec
-from intercede.reconcile import Journal, KeyRow, Phase, Reconciler
+from intercede.model import JobSpec, JobStatus
+from intercede.reconcile import Journal, KeyRow, Phase, Reconciler, RetryPolicy
 from intercede.reconcile.gateway import CEGateway
 
 __all__ = ["ActionRecord", "JobRequest", "ReconcilerActor", "ce_actor_name", "reconciler_name"]
 
 log = logging.getLogger(__name__)
+
+# Reports of job ids the reconciler does not know yet, kept per CE (the newest); a bound against ids that never
+# become known (a job whose key was forgotten while its CE actor still tracked it).
+MAX_UNMATCHED = 100_000
 
 
 def reconciler_name() -> str:
@@ -62,10 +72,19 @@ class ActionRecord:
     key: str
 
 
-class ReconcilerActor:
-    """Owns the journal and drives every CE actor; see the module docstring."""
+Pull = tuple[str, int, list[JobStatus], bool]
+"""A CE actor's answer to ``changes``: (epoch, counter, changed statuses, reachable)."""
 
-    def __init__(self, settings: Settings, *, seam: Seam | None = None, fault_plan: Path | None = None) -> None:
+
+class ReconcilerActor:
+    """Owns the journal and drives every CE actor; see the module docstring.
+
+    With ``start`` (the default) the loop is started on the running event loop at construction: the actor's own
+    under Ray, the caller's with :class:`LocalSeam`. ``start=False`` leaves stepping to the caller (tests).
+    """
+
+    def __init__(self, settings: Settings, *, seam: Seam | None = None, fault_plan: Path | None = None,
+                 start: bool = True) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self._seam: Seam = seam or RaySeam(settings.namespace)
@@ -75,31 +94,43 @@ class ReconcilerActor:
             gateway: CEGateway = ActorGateway(self._seam, handle)
             gateways[name] = CrashingGateway(gateway, fault_plan) if fault_plan else gateway
         self._budget = {c.name: c.submits_per_tick for c in settings.ce}
-        self.reconciler = Reconciler(Journal(settings.journal_path), gateways)
+        policy = RetryPolicy(purge_cancelled_after=settings.purge_cancelled_after)
+        self.reconciler = Reconciler(Journal(settings.journal_path), gateways, policy=policy)
         self._cursors: dict[str, tuple[str, int]] = {name: ("", 0) for name in self._ces}
+        self._pulls: dict[str, asyncio.Task[Pull | None]] = {}
+        self._unmatched: dict[str, dict[str, JobStatus]] = {name: {} for name in self._ces}
+        self._lagging: set[str] = set()  # CEs whose actor missed the last wait; no step waits for them again
+        # A healthy CE actor answers in milliseconds; the wait only bounds what a hung one costs a step.
+        self.observe_wait = min(self._seam.timeout, max(5.0, settings.tick_interval))
         self._actions: deque[ActionRecord] = deque(maxlen=1000)
         self._loop: asyncio.Task[None] | None = None
         self.ticks = 0
         self.tick_errors = 0
         self.last_tick_seconds = 0.0
         self.last_error = ""
+        if start:
+            self._loop = asyncio.get_running_loop().create_task(self._forever())
 
     # -- the loop ---------------------------------------------------------------------------------------------
 
     async def ensure_running(self) -> None:
-        """Start the CE pollers and the reconcile loop unless they run already (idempotent)."""
-        for handle in self._ces.values():
-            await self._seam.call(handle, "start")
+        """Start the reconcile loop unless it runs already (idempotent)."""
         if self._loop is None or self._loop.done():
             self._loop = asyncio.get_running_loop().create_task(self._forever())
 
     async def run_forever(self) -> None:
-        """Run until killed. Ray retries this call after a restart, which restarts the loop."""
+        """Wait on the loop (starting it if need be); nothing needs to call this for the loop to run."""
         await self.ensure_running()
         assert self._loop is not None
         await self._loop
 
+    def running_settings(self) -> Settings:
+        """The settings this actor runs with (a plain method: :meth:`Seam.call_blocking` asks it)."""
+        return self.settings
+
     async def _forever(self) -> None:
+        # No call to the CE actors before the first step: one that hangs must not hold the loop up. The first pull
+        # of each finds a new epoch and starts its poller.
         while True:
             start = time.monotonic()
             issued = 0
@@ -115,9 +146,9 @@ class ReconcilerActor:
             await asyncio.sleep(0 if issued else self.settings.tick_interval)
 
     async def step(self) -> int:
-        """Observe every CE, then one reconcile tick; returns the number of actions issued."""
-        for name, handle in self._ces.items():
-            await self._observe(name, handle)
+        """Observe every CE (concurrently, see the module docstring), then one reconcile tick; returns the number of
+        actions issued."""
+        await self.observe()
         actions = await self.reconciler.tick(self._budget)
         now = time.time()
         self._actions.extend(ActionRecord(now, type(a).__name__, a.key) for a in actions)
@@ -125,43 +156,93 @@ class ReconcilerActor:
         self.ticks += 1
         return len(actions)
 
-    async def _observe(self, name: str, handle: Any) -> None:
+    async def observe(self) -> None:
+        """Start a pull from every CE actor that has none in flight, wait up to :attr:`observe_wait` for the new
+        ones (not for CE actors that already missed a wait), and fold in every pull that has finished."""
+        fresh = []
+        for name, handle in self._ces.items():
+            if name not in self._pulls:
+                self._pulls[name] = task = asyncio.get_running_loop().create_task(self._pull(name, handle))
+                if name not in self._lagging:
+                    fresh.append(task)
+        if fresh:
+            await asyncio.wait(fresh, timeout=self.observe_wait)
+        for name, task in list(self._pulls.items()):
+            if not task.done():
+                if name not in self._lagging:
+                    log.warning("CE actor %s has not answered within %.1f s; its CE counts as unreachable until it "
+                                "does", name, self.observe_wait)
+                    self._lagging.add(name)
+                self.reconciler.set_reachable(name, False)
+                continue
+            del self._pulls[name]
+            pulled = task.result()
+            if pulled is None:
+                self.reconciler.set_reachable(name, False)
+                continue
+            epoch, version, changed, reachable = pulled
+            self._lagging.discard(name)
+            if epoch != self._cursors[name][0]:
+                self._unmatched[name] = {}  # a new CE actor instance sends everything again
+            # A CE actor reports every id it tracks, including jobs this reconciler adopts only in a later tick (it
+            # restarted between a submit and its answer): the cursor moves past those reports, so they are kept
+            # and offered again until their key knows the job.
+            offered = self._unmatched[name] | {s.job_id: s for s in changed}
+            unknown = self.reconciler.observe(name, offered.values())
+            self._unmatched[name] = {s.job_id: s for s in unknown[-MAX_UNMATCHED:]}
+            self.reconciler.set_reachable(name, reachable)
+            self._cursors[name] = (epoch, version)
+
+    async def _pull(self, name: str, handle: Any) -> Pull | None:
+        """One CE actor's changes since the cursor (None if it did not answer), having told it what to track."""
         epoch, since = self._cursors[name]
         try:
-            epoch, version, changed, reachable = await self._seam.call(handle, "changes", epoch, since)
-            if epoch != self._cursors[name][0]:
+            pulled: Pull = await self._seam.call(handle, "changes", epoch, since)
+            if pulled[0] != epoch:
                 # A CE actor instance this loop has not seen yet: Ray restarted it (a crash, its node died) and its
                 # __init__ ran again, so its poll loop is not running. Without this it would never poll again.
                 await self._seam.call(handle, "start")
-            await self._seam.call(handle, "track", self.reconciler.tracked_job_ids(name))
+            # Exactly the ids whose state can still change: jobs whose final state is recorded stop being polled.
+            await self._seam.call(handle, "track_only", self.reconciler.tracked_job_ids(name))
         except Exception as exc:  # noqa: BLE001 - a CE actor that cannot answer makes its CE unreachable, no more
             log.warning("CE actor %s did not answer: %s", name, exc)
-            self.reconciler.set_reachable(name, False)
-            return
-        self.reconciler.observe(name, changed)
-        self.reconciler.set_reachable(name, reachable)
-        self._cursors[name] = (epoch, version)
+            return None
+        return pulled
+
+    def close(self) -> None:
+        """Stop the loop and the pulls in flight and release the journal (idempotent): before the actor is replaced
+        (``Intercede.start(..., replace=True)``), and when the in-process seam kills it."""
+        for task in [self._loop, *self._pulls.values()]:
+            if task is not None:
+                task.cancel()
+        self._pulls.clear()
+        self.reconciler.close()
 
     # -- the WMS's API ----------------------------------------------------------------------------------------
 
     async def declare(self, jobs: Sequence[JobRequest]) -> int:
-        """Declare keys (idempotent for the same spec; a different spec for a known key is refused)."""
-        for job in jobs:
-            self.reconciler.declare(job.key, job.ce, job.spec, job.phase, job.destination)
-        return len(jobs)
+        """Declare keys, all or nothing (idempotent for the same spec). :class:`InvalidSpecError` names every refused
+        job (bad key or CE, another spec for a known key, a key being forgotten) and nothing is declared."""
+        return len(self.reconciler.declare_many(jobs))
+
+    async def check_declare(self, jobs: Sequence[JobRequest]) -> list[str]:
+        """What :meth:`declare` would refuse in ``jobs``, one line per refused job; declares nothing."""
+        return self.reconciler.check_declarations(jobs)
 
     async def cancel(self, keys: Sequence[str]) -> None:
-        for key in keys:
-            self.reconciler.cancel(key)
+        """Cancel each key's job; it is purged at the CE ``settings.purge_cancelled_after`` seconds later. All or
+        nothing: :class:`UnknownKeyError` names the keys never declared."""
+        self.reconciler.set_phases(keys, Phase.CANCELLED)
 
     async def collect(self, keys: Sequence[str], destination: Path) -> None:
-        """Fetch each key's outputs to ``destination/<key>`` once it is terminal, then purge it remotely."""
-        for key in keys:
-            self.reconciler.collect(key, destination / key)
+        """Fetch each key's outputs to ``destination/<key>`` once it is terminal, then purge it remotely. All or
+        nothing, as :meth:`cancel`."""
+        destinations = {key: destination / key for key in keys if isinstance(key, str)}
+        self.reconciler.set_phases(keys, Phase.COLLECTED, destinations)
 
     async def forget(self, keys: Sequence[str]) -> None:
-        for key in keys:
-            self.reconciler.forget(key)
+        """Cancel, purge and drop each key. All or nothing, as :meth:`cancel`."""
+        self.reconciler.set_phases(keys, Phase.FORGOTTEN)
 
     # -- queries ----------------------------------------------------------------------------------------------
 
@@ -169,7 +250,9 @@ class ReconcilerActor:
         return [_row(r) for r in self.reconciler.snapshot()]
 
     async def ce_health(self) -> list[CEHealth]:
-        return [await self._seam.call(h, "health") for h in self._ces.values()]
+        """Every CE actor's health, asked concurrently; :class:`TimeoutError` if one does not answer in time."""
+        health: list[CEHealth] = await asyncio.gather(*(self._seam.call(h, "health") for h in self._ces.values()))
+        return health
 
     async def recent_actions(self, limit: int = 200) -> list[ActionRecord]:
         return list(self._actions)[-limit:]

@@ -27,16 +27,16 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Self
 
 from intercede.backends import outputs
 from intercede.backends.capabilities import LoadReport
 from intercede.backends.jobscript import CLAIM, SCRIPT, SECRETS, TAGFILE, render
-from intercede.backends.schedulers.base import BatchJob, NativeStatus, Scheduler, SubmitRequest
-from intercede.backends.transports.base import Transport
+from intercede.backends.schedulers.base import BatchJob, NativeStatus, PurgingScheduler, Scheduler, SubmitRequest
+from intercede.backends.transports.base import Transport, chunks_within, quoted_size
 from intercede.errors import (
     AuthenticationError,
     CommandError,
@@ -60,7 +60,6 @@ from intercede.model import (
 __all__ = ["BatchBackend"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 _UID = re.compile(r"[0-9a-f]{16}\Z")
 # A directory that exists already belongs to an earlier use of the same attempt id (perhaps fenced): never reused.
@@ -223,13 +222,13 @@ class BatchBackend:
         """One status per id, in order; see the module docstring for jobs that left the queue."""
         jobs = {i: j for i in job_ids if (j := self._job(i)) is not None}
         found: dict[str, NativeStatus] = {}
-        for chunk in _chunks(list(jobs.values()), self.chunk):
+        for chunk in self._chunks(jobs.values()):
             result = await self.transport.run(self.scheduler.status_argv(chunk), timeout=self.command_timeout)
             found.update(self.scheduler.parse_status(result, chunk))
         # Terminal jobs without an exit code, and jobs gone from the queue, are looked up in history.
         unresolved = [j for j in jobs.values() if j.native_id not in found
                       or (found[j.native_id].state.is_terminal and found[j.native_id].exit_code is None)]
-        for chunk in _chunks(unresolved, self.chunk):
+        for chunk in self._chunks(unresolved):
             argv = self.scheduler.history_argv(chunk)
             if argv is not None:
                 result = await self.transport.run(argv, timeout=self.command_timeout)
@@ -260,16 +259,20 @@ class BatchBackend:
         """Cancel jobs; per-id outcomes (unknown or finished jobs are reported, not raised)."""
         jobs = {i: j for i in job_ids if (j := self._job(i)) is not None}
         failed: dict[str, str] = {}
-        for chunk in _chunks(list(jobs.values()), self.chunk):
+        for chunk in self._chunks(jobs.values()):
             result = await self.transport.run(self.scheduler.cancel_argv(chunk), timeout=self.command_timeout)
             failed.update(self.scheduler.parse_cancel(result, chunk))
         return [_outcome(i, jobs.get(i), failed) for i in job_ids]
 
     async def purge(self, job_ids: Sequence[str]) -> list[Outcome]:
-        """Remove each job's working directory. Idempotent: purging a purged job succeeds."""
+        """Remove each job's working directory (and, for a :class:`PurgingScheduler`, end every process left of the
+        job first). Idempotent: purging a purged job succeeds."""
         jobs = {i: j for i in job_ids if (j := self._job(i)) is not None}
-        for chunk in _chunks(list(jobs.values()), self.chunk):
-            await self._run(["rm", "-rf", "--", *(j.workdir for j in chunk)])
+        for chunk in self._chunks(jobs.values()):
+            if isinstance(self.scheduler, PurgingScheduler):
+                await self._run(self.scheduler.purge_argv(chunk))
+            else:
+                await self._run(["rm", "-rf", "--", *(j.workdir for j in chunk)])
         for job_id in jobs:
             self._last_seen.pop(job_id, None)
             self._purged.add(job_id)
@@ -284,11 +287,14 @@ class BatchBackend:
         return await outputs.fetch(self.transport, job_id, job.workdir, spec, destination, bounds or OutputBounds())
 
     async def peek(self, job_id: str, name: str, max_bytes: int = 65536) -> bytes:
-        """The last ``max_bytes`` of file ``name`` in the job's working directory."""
+        """The last ``max_bytes`` of file ``name`` in the job's working directory, contained as :meth:`fetch` is
+        (a symlink, or a name resolving outside the directory, raises :class:`OutputBoundError`)."""
         job = self._require(job_id)
-        path = outputs.remote_path(job.workdir, name)
-        result = await self.transport.run(["tail", "-c", str(max_bytes), "--", path], timeout=self.command_timeout)
-        return result.check().stdout
+        return await outputs.read_tail(self.transport, job.workdir, name, max_bytes, self.command_timeout)
+
+    def _chunks(self, jobs: Iterable[BatchJob]) -> list[list[BatchJob]]:
+        """At most ``chunk`` jobs per command, and never more than the argument budget of a command line."""
+        return list(chunks_within(jobs, lambda j: quoted_size(j.native_id, j.workdir), max_items=self.chunk))
 
     def _require(self, job_id: str) -> BatchJob:
         job = self._job(job_id)
@@ -328,8 +334,8 @@ class BatchBackend:
     async def discard_attempts(self, attempts: Sequence[str]) -> None:
         """Remove the attempts' working directories (a job of them that starts later cannot enter it)."""
         wanted = _attempts(attempts)
-        for chunk in _chunks(wanted, self.chunk):
-            await self._run(["rm", "-rf", "--", *(f"{self.root}/{a}" for a in chunk)])
+        for chunk in chunks_within([f"{self.root}/{a}" for a in wanted], quoted_size, max_items=self.chunk):
+            await self._run(["rm", "-rf", "--", *chunk])
 
     async def load(self) -> LoadReport:
         argv = self.scheduler.load_argv()
@@ -344,10 +350,6 @@ def _attempts(attempts: Sequence[str]) -> list[str]:
     if bad:
         raise UnsupportedError(f"not attempt ids (16 lowercase hex digits): {bad!r}")
     return list(dict.fromkeys(attempts))
-
-
-def _chunks(items: list[T], size: int) -> list[list[T]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def _job_status(job_id: str, native: NativeStatus) -> JobStatus:

@@ -1,16 +1,40 @@
 """The POSIX shell script every composed job runs: pure text generation, no I/O.
 
-Layout of a job's working directory (made by :class:`~intercede.backends.batch.BatchBackend`)::
+Layout of a job's working directory (made by :class:`~intercede.backends.batch.BatchBackend`; the names are
+:class:`~intercede.model.JobFile`, and a spec can use none of them, see :data:`~intercede.model.RESERVED_NAMES`)::
 
     <root>/<uid>/job.sh        this script (0700)
                  .tag          the idempotency tag, if any
                  .claim        symlink made atomically by the first of: this script (-> job), a fence (-> fenced)
                  .secrets/KEY  one 0600 file per secret of the copy
-                 .exitcode     the payload's exit status, written atomically when it ends
+                 .exitcode     the payload's exit status, written atomically (via .exitcode.tmp) when it ends
+                 .pid          Direct only: the pid the launch printed (informational; never trusted for signals)
+                 .cancelled    Direct only: made by a cancel
                  <inputs>, <stdout>, <stderr>, <outputs>
 
-Every user string (executable, arguments, environment values, file names) is quoted once with :func:`shlex.quote`,
-so it reaches the payload byte for byte; nothing is ever expanded by a shell.
+The wrapper never depends on anything a spec sets: the payload's environment is applied only inside a subshell that
+then ``exec``\\s the payload, so the wrapper's own commands (``cd``, recording the exit status with ``command -p mv``,
+which searches the system's default path, never ``$PATH``) run in the environment the job was started with. Secret
+paths are the literal working directory, never ``$PWD``.
+
+The payload's environment is, in this order (later entries win): the environment the job was started with (Direct:
+the clean one below; a batch system: what it gives its jobs — Slurm's ``sbatch``, called without ``--export``, passes
+the environment of the shell that submits, over SSH the login environment of the resource's account and never the
+service's, plus Slurm's own ``SLURM_*`` variables),
+``PWD`` (the working directory; ``OLDPWD`` is removed), the spec's ``environment``, the copy's ``variables``,
+``<KEY>_FILE`` (absolute path of each secret's file) and ``INTERCEDE_JOB`` (the job's uid, marking every process of the
+job: Direct's cancel and purge find them by it).
+
+Direct starts every job with exactly ``HOME``, ``USER``, ``LOGNAME``, ``PATH=/usr/local/bin:/usr/bin:/bin``,
+``LANG=C.UTF-8``, ``TMPDIR`` (if set where the job is launched) and ``INTERCEDE_JOB`` (see
+:mod:`intercede.backends.schedulers.direct`).
+
+Every user string (executable, arguments, environment values, file names) is quoted once, so it reaches the payload
+byte for byte and nothing is ever expanded by a shell: a string of printable ASCII (plus tab and newline) is quoted
+with :func:`shlex.quote`; any other string is produced by the shell's builtin ``printf`` from octal escapes (its
+trailing newlines, which a command substitution would strip, quoted literally after it). The script itself is
+therefore printable ASCII and newlines only, which every batch system accepts (Slurm refuses a script holding a
+carriage return before a newline).
 """
 
 from __future__ import annotations
@@ -18,45 +42,71 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
-from intercede.model import Copy, JobSpec
+from intercede.model import Copy, JobFile, JobSpec
 
-__all__ = ["CLAIM", "EXITCODE", "SCRIPT", "SECRETS", "TAGFILE", "render"]
+__all__ = ["CLAIM", "EXITCODE", "SCRIPT", "SECRETS", "TAGFILE", "render", "shell_word"]
 
-SCRIPT = "job.sh"
-EXITCODE = ".exitcode"
-TAGFILE = ".tag"
-SECRETS = ".secrets"
-CLAIM = ".claim"
+SCRIPT = JobFile.SCRIPT.value
+EXITCODE = JobFile.EXITCODE.value
+TAGFILE = JobFile.TAG.value
+SECRETS = JobFile.SECRETS.value
+CLAIM = JobFile.CLAIM.value
+
+_PLAIN = frozenset(range(0x20, 0x7F)) | {ord("\t"), ord("\n")}  # bytes that may appear in the script as they are
+_FORMAT_LITERAL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 _.,:/=+@")
+
+
+def shell_word(value: str) -> str:
+    """``value`` as one shell word that expands to exactly its UTF-8 bytes, written in printable ASCII and newlines.
+
+    Plain values (printable ASCII, tab, newline) are single-quoted; any other value is one ``printf`` of octal
+    escapes inside double quotes (never field-split), followed by its trailing newlines quoted literally, because a
+    command substitution strips them. The format holds only letters, digits, a few punctuation marks and escapes, so
+    it can never start with ``-`` or hold a ``%`` conversion.
+    """
+    data = value.encode("utf-8")
+    if all(b in _PLAIN for b in data):
+        return shlex.quote(value)
+    core = data.rstrip(b"\n")
+    trailing = len(data) - len(core)
+    fmt = "".join(chr(b) if b in _FORMAT_LITERAL else f"\\{b:03o}" for b in core)
+    word = f"\"$(printf '{fmt}')\""
+    return word + (shlex.quote("\n" * trailing) if trailing else "")
 
 
 def render(spec: JobSpec, copy: Copy, workdir: str, container: Sequence[str] = ()) -> str:
-    """The job script for one copy of ``spec`` running in ``workdir``.
+    """The job script for one copy of ``spec`` running in ``workdir`` (whose last component is the job's uid).
 
     ``container`` is the runtime prefix (e.g. ``apptainer exec``) used when ``spec.container`` is set; the image is
     appended to it.
     """
-    q = shlex.quote
+    w = shell_word
+    uid = workdir.rstrip("/").rsplit("/", 1)[-1]
     lines = ["#!/bin/sh", "# generated by intercede: runs one job copy in its own working directory",
-             f"cd {q(workdir)} || exit 97",
+             f"cd {w(workdir)} || exit 97",
              # A submit attempt that was fenced (it landed after the submitter gave up on it) never runs its payload.
-             f"ln -s job {CLAIM} 2>/dev/null || exit 97"]
-    for name, value in {**spec.environment, **copy.variables}.items():
-        lines.append(f"{name}={q(value)}; export {name}")
-    for name in copy.secrets:
-        lines.append(f'{name}_FILE="$PWD"/{q(f"{SECRETS}/{name}")}; export {name}_FILE')
+             f"command -p ln -s job {CLAIM} 2>/dev/null || exit 97"]
     staged = {f.name for f in spec.input_files}
     exe = spec.executable
     if exe in staged:
-        lines.append(f"chmod u+x -- {q(exe)}")
+        lines.append(f"command -p chmod u+x -- {w(exe)}")
         exe = f"./{exe}"
     argv = [exe, *spec.arguments]
     if spec.container:
         argv = [*container, spec.container, *argv]
-    command = " ".join(q(a) for a in argv)
+    # Everything the spec sets lives only in this subshell, which becomes the payload: the wrapper's own commands
+    # below never see it (a spec's PATH, PWD or a huge value cannot break them).
+    payload = ["(", "unset OLDPWD"]
+    for name, value in {**spec.environment, **copy.variables}.items():
+        payload.append(f"{name}={w(value)}; export {name}")
+    for name in copy.secrets:
+        payload.append(f"{name}_FILE={w(f'{workdir}/{SECRETS}/{name}')}; export {name}_FILE")
+    payload.append(f"INTERCEDE_JOB={w(uid)}; export INTERCEDE_JOB")
+    payload.append("exec " + " ".join(w(a) for a in argv))
+    lines += [*payload, f") </dev/null >{w(spec.stdout)} 2>{w(spec.stderr)}"]
     lines += [
-        f"{command} </dev/null >{q(spec.stdout)} 2>{q(spec.stderr)}",
         "code=$?",
-        f"printf '%s\\n' \"$code\" >{EXITCODE}.tmp && mv -f {EXITCODE}.tmp {EXITCODE}",
+        f"printf '%s\\n' \"$code\" >{JobFile.EXITCODE_TMP} && command -p mv -f {JobFile.EXITCODE_TMP} {EXITCODE}",
         'exit "$code"',
         "",
     ]

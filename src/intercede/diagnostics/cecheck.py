@@ -1,13 +1,14 @@
 """``intercede ce check``: is this CE usable? Connectivity, authentication and a tiny test job, with a clear verdict.
 
-:func:`check_ce` builds the backend straight from a :class:`~intercede.backends.registry.CEConfig` (no Ray, no journal)
+:func:`check_ce` builds the backend straight from a CE's config, of any kind (no Ray, no journal)
 and runs these steps in order, stopping at the first failure (the later ones are reported as skipped):
 
 ==============  ===========================================================================================
 configuration   the backend can be built from the config (no I/O)
 credentials     every credential file the config names (SSH keys, known_hosts, ``*_file`` options) is readable
-reach           the SSH endpoint (or its jump host) accepts a TCP connection (skipped for local transports)
-authenticate    log in and run ``true`` (for a local transport: run ``true``)
+reach           the network endpoint accepts a TCP connection: the SSH endpoint (or its jump host), the HTCondor
+                collector or CE (skipped for local transports)
+authenticate    log in and run ``true`` (for a local transport: run ``true``); HTCondor: ask the schedd its version
 scheduler       the resource reports its load (skipped where it cannot)
 test job        submit ``echo`` with a random token, poll until it ends: it must be Done with exit code 0
 outputs         fetch the job's stdout into a temporary directory: it must hold the token
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from intercede.backends.capabilities import Cancellable, JobBackend, LoadReporter, OutputRetriever, Purgeable
-from intercede.backends.registry import CEConfig, build_backend
+from intercede.backends.registry import BatchConfig, CEConfigBase, HTCondorCEConfig, HTCondorConfig, build_backend
 from intercede.backends.transports.base import Transport
 from intercede.backends.transports.ssh import SSHEndpoint, SSHTransport
 from intercede.errors import (
@@ -46,7 +47,7 @@ from intercede.errors import (
 )
 from intercede.model import JobSpec, JobState, JobStatus
 
-__all__ = ["STEPS", "CheckReport", "Step", "check_ce", "credential_files"]
+__all__ = ["STEPS", "CheckReport", "Step", "check_ce", "credential_files", "credential_options", "describe"]
 
 STEPS = ("configuration", "credentials", "reach", "authenticate", "scheduler", "test job", "outputs", "clean up")
 Result = Literal["ok", "FAIL", "skip"]
@@ -114,13 +115,13 @@ class _Failed(Exception):
         self.detail, self.hint = detail, hint
 
 
-async def check_ce(config: CEConfig, *, timeout: float = 120.0, poll: float = 1.0,
+async def check_ce(config: CEConfigBase, *, timeout: float = 120.0, poll: float = 1.0,
                    progress: Callable[[Step], None] | None = None) -> CheckReport:
     """Check ``config``'s CE step by step (see the module docstring); never raises for a CE problem.
 
     ``timeout`` bounds the test job (and each step's commands); ``progress`` is called with each step as it ends.
     """
-    report = CheckReport(config.name, f"{config.scheduler} over {config.transport}")
+    report = CheckReport(config.name, describe(config))
     checker = _Checker(config, report, timeout, poll, progress)
     try:
         await checker.run()
@@ -130,7 +131,7 @@ async def check_ce(config: CEConfig, *, timeout: float = 120.0, poll: float = 1.
 
 
 class _Checker:
-    def __init__(self, config: CEConfig, report: CheckReport, timeout: float, poll: float,
+    def __init__(self, config: CEConfigBase, report: CheckReport, timeout: float, poll: float,
                  progress: Callable[[Step], None] | None) -> None:
         self.config, self.report, self.timeout, self.poll = config, report, timeout, poll
         self.progress = progress
@@ -178,6 +179,14 @@ class _Checker:
     # -- the steps ----------------------------------------------------------------------------------------------
 
     @property
+    def _scheduler_name(self) -> str:
+        return self.config.scheduler if isinstance(self.config, BatchConfig) else _kind(self.config)
+
+    @property
+    def _where_jobs(self) -> str:
+        return f"under {self.config.root}" if isinstance(self.config, BatchConfig) else "at the resource"
+
+    @property
     def _transport(self) -> Transport | None:
         transport = getattr(self.backend, "transport", None)
         return transport if isinstance(transport, Transport) else None
@@ -187,19 +196,22 @@ class _Checker:
             self.backend = build_backend(self.config)
         except IntercedeError as exc:
             raise _Failed(str(exc), f"fix the [[ce]] entry named {self.config.name!r} in the config file") from exc
-        transport = self._transport
-        where = transport.name if transport is not None else self.config.transport
-        self.report.description = f"{self.config.scheduler} over {where}, root {self.config.root}"
-        return "ok", f"{self.config.scheduler} scheduler over {where}"
+        config, transport = self.config, self._transport
+        if isinstance(config, BatchConfig):
+            where = transport.name if transport is not None else config.transport
+            self.report.description = f"{config.scheduler} over {where}, root {config.root}"
+            return "ok", f"{config.scheduler} scheduler over {where}"
+        self.report.description = describe(config)
+        return "ok", f"{self.report.description}: {self.backend!r}"
 
     async def _credentials(self) -> tuple[Result, str]:
-        files = sorted(set(credential_files(self.config.transport_options)))
+        options, table = credential_options(self.config)
+        files = sorted(set(credential_files(options)))
         for option, path in files:
             real = path.expanduser()
             if not real.exists():
                 raise _Failed(f"{option} file {path} does not exist",
-                              f"create it or correct `{option}` under [ce.transport_options] of CE "
-                              f"{self.config.name!r}")
+                              f"create it or correct `{option}` under {table} of CE {self.config.name!r}")
             if not os.access(real, os.R_OK) or not real.is_file():
                 raise _Failed(f"{option} file {path} cannot be read",
                               f"make it a regular file readable by this user (now uid {os.getuid()})")
@@ -208,30 +220,42 @@ class _Checker:
         return "ok", f"{len(files)} file(s) readable: " + ", ".join(str(p) for _, p in files)
 
     async def _reach(self) -> tuple[Result, str]:
-        transport = self._transport
-        if not isinstance(transport, SSHTransport):
+        target = self._network_target()
+        if target is None:
             return "skip", "not a network transport"
-        first: SSHEndpoint = transport.jump or transport.endpoint
-        what = f"{first.host}:{first.port}" + (" (the jump host)" if transport.jump else "")
+        host, port, what, fields, daemon = target
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(first.host, first.port),
-                                               min(self.timeout, 10.0))
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), min(self.timeout, 10.0))
         except (OSError, asyncio.TimeoutError) as exc:
             reason = "no answer within 10 s" if isinstance(exc, asyncio.TimeoutError) else \
                 (exc.strerror or str(exc))
-            table = "jump" if transport.jump else "endpoint"
             raise _Failed(f"cannot connect to {what}: {reason}",
-                          f"check `host` and `port` under [ce.transport_options.{table}], that sshd runs there and "
-                          "that no firewall is in the way") from exc
+                          f"check {fields}, that {daemon} runs there and that no firewall is in the way") from exc
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
         return "ok", f"{what} accepts TCP connections"
 
+    def _network_target(self) -> tuple[str, int, str, str, str] | None:
+        """(host, port, shown as, the config fields to check, the daemon) of the first network hop, if any."""
+        config, transport = self.config, self._transport
+        if isinstance(transport, SSHTransport):
+            first: SSHEndpoint = transport.jump or transport.endpoint
+            table = "jump" if transport.jump else "endpoint"
+            return (first.host, first.port, f"{first.host}:{first.port}" + (" (the jump host)" if transport.jump
+                                                                            else ""),
+                    f"`host` and `port` under [ce.transport_options.{table}]", "sshd")
+        if isinstance(config, HTCondorConfig):
+            host, _, port = config.pool.partition(":")
+            return host, int(port or 9618), config.pool, "`pool` (host:port of the collector)", "the collector"
+        if isinstance(config, HTCondorCEConfig):
+            return config.ce, config.port, f"{config.ce}:{config.port}", "`ce` and `port`", "the HTCondor-CE"
+        return None
+
     async def _authenticate(self) -> tuple[Result, str]:
         transport = self._transport
         if transport is None:
-            return "skip", "the backend has no command transport"
+            return await self._authenticate_backend()
         try:
             result = await transport.run(["true"], timeout=min(self.timeout, 30.0))
         except HostKeyError as exc:
@@ -252,6 +276,21 @@ class _Checker:
             return "ok", f"logged in as {transport.endpoint.username} and ran `true`"
         return "ok", f"ran `true` through {transport.name}"
 
+    async def _authenticate_backend(self) -> tuple[Result, str]:
+        # Backends without a command transport (HTCondor's bindings) authenticate on their first call: ask a version.
+        version = getattr(self.backend, "version", None)
+        if not callable(version):
+            return "skip", "the backend has no call that only authenticates"
+        try:
+            answer = await asyncio.wait_for(version(), min(self.timeout, 60.0))
+        except AuthenticationError as exc:
+            raise _Failed(str(exc), "check the token files of the config: readable, not expired, issued for this "
+                                    "pool (an HTCondor-CE SciToken's audience is <ce>:<port>)") from exc
+        except (ConnectivityError, TimeoutError, asyncio.TimeoutError) as exc:
+            raise _Failed(f"no answer: {exc or 'timed out'}", "the port answers but the daemon did not: check its "
+                                                              "logs") from exc
+        return "ok", f"authenticated; the schedd runs {str(answer).strip()[:80]}"
+
     async def _scheduler(self) -> tuple[Result, str]:
         backend = self.backend
         if not isinstance(backend, LoadReporter):
@@ -259,13 +298,13 @@ class _Checker:
         try:
             load = await asyncio.wait_for(backend.load(), self.timeout)
         except UnsupportedError:
-            return "skip", f"{self.config.scheduler} does not report its load"
+            return "skip", f"{self._scheduler_name} does not report its load"
         except CommandNotFoundError as exc:
-            raise _Failed(str(exc), f"install the {self.config.scheduler} client commands on the CE, or put them "
+            raise _Failed(str(exc), f"install the {self._scheduler_name} client commands on the CE, or put them "
                                     "on the PATH of the account's login shell") from exc
         except (IntercedeError, asyncio.TimeoutError) as exc:
             raise _Failed(f"the scheduler did not answer: {exc}",
-                          f"check that {self.config.scheduler}'s daemons run and answer on the CE") from exc
+                          f"check that {self._scheduler_name}'s daemons run and answer on the CE") from exc
         cores = "?" if load.free_cores is None else str(load.free_cores)
         return "ok", f"{cores} cores free, {load.running} running, {load.queued} queued"
 
@@ -288,8 +327,8 @@ class _Checker:
         if status.state is not JobState.DONE or status.exit_code not in (0, None):
             reason = f", {status.reason}" if status.reason else ""
             raise _Failed(f"job {self.job_id} ended {status.state.value}, exit {status.exit_code} ({native}{reason})",
-                          "the CE runs jobs but this one failed: look at the job's stderr in its directory under "
-                          f"{self.config.root} and at the scheduler's logs")
+                          "the CE runs jobs but this one failed: look at the job's stderr in its directory "
+                          f"{self._where_jobs} and at the scheduler's logs")
         return "ok", f"job {self.job_id}: Done, exit {status.exit_code} ({native}) after {took:.1f} s"
 
     async def _until_terminal(self, job_id: str, start: float) -> JobStatus:
@@ -337,10 +376,10 @@ class _Checker:
             (outcome,) = await asyncio.wait_for(backend.purge([job_id]), self.timeout)
         except (IntercedeError, asyncio.TimeoutError) as exc:
             raise _Failed(f"purge failed: {exc or 'no answer'}", f"remove the job's directory under "
-                                                                 f"{self.config.root} by hand") from exc
+                                                                 f"{self._where_jobs} by hand") from exc
         if not outcome.ok:
             raise _Failed(f"purge of {job_id} refused: {outcome.detail}",
-                          f"remove the job's directory under {self.config.root} by hand")
+                          f"remove the job's directory under {self._where_jobs} by hand")
         self.purged = True
         return "ok", f"job {job_id} purged"
 
@@ -354,14 +393,36 @@ def _auth_hint(transport: Transport) -> str:
     return "check the credentials in the config"
 
 
+def describe(config: CEConfigBase) -> str:
+    """One line saying what a CE is: ``slurm over ssh``, ``htcondor pool cm.example.org:9618``, ..."""
+    if isinstance(config, BatchConfig):
+        return f"{config.scheduler} over {config.transport}"
+    if isinstance(config, HTCondorConfig):
+        return f"htcondor schedd of pool {config.pool}"
+    if isinstance(config, HTCondorCEConfig):
+        return f"htcondor-ce {config.ce}:{config.port}"
+    return _kind(config)
+
+
+def credential_options(config: CEConfigBase) -> tuple[Mapping[str, Any], str]:
+    """The options that may name credential files, and the TOML table they are written in."""
+    if isinstance(config, BatchConfig):
+        return config.transport_options.model_dump(exclude={"transport"}), "[ce.transport_options]"
+    return config.model_dump(exclude={"kind", "name"}), "its [[ce]] entry"
+
+
 def credential_files(options: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Path]]:
-    """(option name, path) for every credential file named in ``options``: ``client_keys``, ``known_hosts`` and any
-    option ending in ``_file``, at any depth (``endpoint``, ``jump``, ...)."""
+    """(option name, path) for every credential file named in ``options``: ``client_keys``, ``known_hosts``,
+    ``proxy`` and any option ending in ``_file``, at any depth (``endpoint``, ``jump``, ...)."""
     for name, value in options.items():
         dotted = f"{prefix}{name}"
         if isinstance(value, Mapping):
             yield from credential_files(value, f"{dotted}.")
         elif name == "client_keys" and isinstance(value, list | tuple):
             yield from ((dotted, Path(str(v))) for v in value)
-        elif (name == "known_hosts" or name.endswith("_file")) and isinstance(value, str | os.PathLike):
+        elif (name in ("known_hosts", "proxy") or name.endswith("_file")) and isinstance(value, str | os.PathLike):
             yield dotted, Path(value)
+
+
+def _kind(config: CEConfigBase) -> str:
+    return str(getattr(config, "kind", type(config).__name__))

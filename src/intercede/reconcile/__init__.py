@@ -26,7 +26,7 @@ from intercede.reconcile.state import (
     validate_key,
 )
 from intercede.reconcile.tracker import ReconcileState
-from intercede.reconcile.verify import ManifestMismatchError, verify_manifest
+from intercede.reconcile.verify import ManifestConflictError, ManifestMismatchError, verify_manifest
 
 __all__ = [
     "Action",
@@ -41,6 +41,7 @@ __all__ = [
     "Forget",
     "Journal",
     "KeyRow",
+    "ManifestConflictError",
     "ManifestMismatchError",
     "Observation",
     "Phase",

@@ -4,12 +4,17 @@ For one key the plan follows a fixed progression (each step is planned only once
 
     RUNNING     Submit | Adopt                                   (until a job id is known)
     CANCELLED   Adopt (an intent without a job id)  -> Cancel while not terminal (resent after cancel_resend_after)
+                -> Purge, purge_cancelled_after the cancel was sent (at once if the job ended before any cancel)
+                                                                 (no job ever: nothing)
     COLLECTED   Submit | Adopt -> (wait for terminal) -> Fetch -> Purge
     FORGOTTEN   Adopt -> Cancel while not terminal -> Purge -> Forget     (no job ever: Forget at once)
 
 Nothing is planned for a key whose CE is unreachable, whose step is backing off (``now < next_attempt_at``), or that
-carries a permanent error. A key with a submit intent and no job id is only ever adopted: :class:`Submit` is planned
-solely for keys whose progress has no intent, which is what makes a submit happen at most once.
+carries a permanent error, with one exception: a FORGOTTEN key with nothing left at the resource (no job and no
+submit intent, e.g. its submit was refused; or its job purged) is forgotten even with a permanent error, else it could
+be neither dropped nor declared again. A key with a submit intent and no job id is only ever adopted:
+:class:`Submit` is planned solely for keys whose progress has no intent, which is what makes a submit happen at most
+once.
 """
 
 from __future__ import annotations
@@ -52,12 +57,19 @@ def _cancel_due(progress: Progress, now: float, policy: RetryPolicy) -> bool:
     return progress.cancel_sent_at is None or now >= progress.cancel_sent_at + policy.cancel_resend_after
 
 
+def _forgettable_anyway(desired: Desired, progress: Progress) -> bool:
+    """A FORGOTTEN key with nothing at the resource (no job and no intent, or its job purged): dropping it is safe
+    whatever error it carries."""
+    nothing_left = progress.purged or (progress.job_id is None and not progress.submit_intent)
+    return desired.phase is Phase.FORGOTTEN and nothing_left
+
+
 def decide(desired: Desired, progress: Progress, now: float, policy: RetryPolicy) -> Action | None:
     """The one next action for a key, ignoring reachability and budgets (see the module docstring)."""
-    if progress.permanent_error is not None:
-        return None
     if progress.next_attempt_at is not None and now < progress.next_attempt_at:
         return None
+    if progress.permanent_error is not None:
+        return Forget(desired.key) if _forgettable_anyway(desired, progress) else None
     key, job_id, phase = desired.key, progress.job_id, desired.phase
     if job_id is None:
         if progress.submit_intent:
@@ -81,20 +93,34 @@ def decide(desired: Desired, progress: Progress, now: float, policy: RetryPolicy
         return None if progress.purged else Purge(key, job_id)
     if phase is Phase.FORGOTTEN:
         return Forget(key) if progress.purged else Purge(key, job_id)
-    return None  # CANCELLED and terminal: done
+    # CANCELLED and terminal: nothing may run any more. Its files are kept a while (a collect may still want them),
+    # then purged: left alone they would stay at the resource forever.
+    if progress.purged or now < _purge_cancelled_at(progress, policy):
+        return None
+    return Purge(key, job_id)
+
+
+def _purge_cancelled_at(progress: Progress, policy: RetryPolicy) -> float:
+    if progress.cancel_sent_at is None:
+        return float("-inf")  # it ended before any cancel was sent: nothing to wait for
+    return progress.cancel_sent_at + policy.purge_cancelled_after
 
 
 def wake_at(desired: Desired, progress: Progress, policy: RetryPolicy) -> float | None:
     """The time from which :func:`decide` may plan something only because time passed (a backoff ends, a cancel is
-    due again), or None if time alone never changes the plan. Lets a caller re-diff a key only when it is due."""
+    due again, a cancelled job's files are due for purging), or None if time alone never changes the plan. Lets a
+    caller re-diff a key only when it is due."""
     if progress.permanent_error is not None:
-        return None
+        return progress.next_attempt_at if _forgettable_anyway(desired, progress) else None
     gates: list[float] = []
     if progress.next_attempt_at is not None:
         gates.append(progress.next_attempt_at)
     if (progress.cancel_sent_at is not None and progress.job_id is not None and not progress.terminal
             and desired.phase in (Phase.CANCELLED, Phase.FORGOTTEN)):
         gates.append(progress.cancel_sent_at + policy.cancel_resend_after)
+    if (progress.cancel_sent_at is not None and progress.job_id is not None and progress.terminal
+            and not progress.purged and desired.phase is Phase.CANCELLED):
+        gates.append(_purge_cancelled_at(progress, policy))
     # Both gates must be open for a resend, so the later one is when it can happen.
     return max(gates) if gates else None
 

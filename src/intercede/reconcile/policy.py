@@ -20,6 +20,8 @@ class RetryPolicy:
     ``(seed, key, n)`` so that a plan stays reproducible while jobs failing together do not retry in lockstep.
     ``submits_per_tick`` bounds the submits planned per CE in one tick (a caller may pass a tighter per-CE budget).
     ``cancel_resend_after`` is how long a cancel is given to show up as a terminal state before it is sent again.
+    ``purge_cancelled_after`` is how long after its cancel was sent a cancelled job's remote files are kept (a
+    ``collect`` may still fetch them) before they are purged.
     ``live_attempt_tries`` is how many times Adopt looks again for a job that claimed an earlier attempt's fence (it
     runs, but its tag does not find it) before giving the key a permanent error rather than ever resubmitting it.
     """
@@ -31,6 +33,7 @@ class RetryPolicy:
     seed: int = 0
     submits_per_tick: int = 100
     cancel_resend_after: float = 60.0
+    purge_cancelled_after: float = 600.0
     live_attempt_tries: int = 6
 
     def __post_init__(self) -> None:
@@ -38,8 +41,8 @@ class RetryPolicy:
             raise ValueError("backoff needs base >= 0, cap >= 0 and factor >= 1")
         if not 0.0 <= self.jitter <= 1.0:
             raise ValueError(f"jitter is a fraction in [0, 1], got {self.jitter}")
-        if self.submits_per_tick < 0 or self.cancel_resend_after < 0:
-            raise ValueError("submits_per_tick and cancel_resend_after must not be negative")
+        if self.submits_per_tick < 0 or self.cancel_resend_after < 0 or not self.purge_cancelled_after >= 0:
+            raise ValueError("submits_per_tick, cancel_resend_after and purge_cancelled_after must not be negative")
         if self.live_attempt_tries < 1:
             raise ValueError("live_attempt_tries must be at least 1")
 

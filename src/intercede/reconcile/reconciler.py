@@ -10,21 +10,53 @@ exactly where the last one stopped: keys with a submit intent and no job id are 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from intercede.errors import InvalidSpecError
+from intercede.errors import InvalidSpecError, UnknownKeyError
 from intercede.model import JobSpec, JobState, JobStatus
 from intercede.reconcile.clock import Clock, SystemClock
 from intercede.reconcile.executor import Executor
 from intercede.reconcile.gateway import CEGateway
-from intercede.reconcile.journal import Journal
+from intercede.reconcile.journal import Journal, spec_to_json
 from intercede.reconcile.policy import RetryPolicy
 from intercede.reconcile.state import Action, Desired, Observation, Phase, Progress
 from intercede.reconcile.tracker import ReconcileState
 
-__all__ = ["KeyRow", "Reconciler"]
+__all__ = ["Declaration", "KeyRow", "Reconciler"]
+
+_LISTED = 10
+
+
+def _listed(items: Sequence[str]) -> str:
+    shown = "; ".join(items[:_LISTED])
+    return shown + (f"; ... and {len(items) - _LISTED} more" if len(items) > _LISTED else "")
+
+
+class Declaration(Protocol):
+    """One key as the WMS declares it (validated into a :class:`Desired` by :meth:`Reconciler.declare_many`)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def ce(self) -> str: ...
+    @property
+    def spec(self) -> JobSpec: ...
+    @property
+    def phase(self) -> Phase: ...
+    @property
+    def destination(self) -> Path | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Declared:
+    key: str
+    ce: str
+    spec: JobSpec
+    phase: Phase
+    destination: Path | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,47 +109,125 @@ class Reconciler:
 
     def declare(self, key: str, ce: str, spec: JobSpec, phase: Phase = Phase.RUNNING,
                 destination: Path | None = None) -> Desired:
-        """Declare a key (idempotent for the same CE and spec; returns the stored declaration, whose phase may have
-        moved on). Raises :class:`InvalidSpecError` for a bad key, an unknown CE, a multi-copy spec, or a key already
-        declared with another CE or spec."""
-        if ce not in self._gateways:
-            raise InvalidSpecError(f"job key {key!r}: unknown CE {ce!r} (known: {', '.join(sorted(self._gateways))})")
-        stored = self._journal.declare(Desired(key, ce, spec, phase, destination))
-        if key not in self._state:
-            self._state.put(stored)
+        """Declare one key; see :meth:`declare_many`."""
+        return self.declare_many([_Declared(key, ce, spec, phase, destination)])[0]
+
+    def declare_many(self, declarations: Sequence[Declaration]) -> list[Desired]:
+        """Declare keys, all or nothing: every declaration is checked before any is journaled, and if one is refused
+        none is applied. Idempotent for a key already declared with the same CE and spec (the stored declaration is
+        returned; its phase may have moved on). Raises :class:`InvalidSpecError` naming every refused key: a bad key,
+        an unknown CE, a multi-copy spec, a key already declared (or declared twice in the batch) with another CE or
+        spec, or a key that is being forgotten (declare it again once it is gone from :meth:`snapshot`)."""
+        checked, problems = self._check_declarations(declarations)
+        if problems:
+            raise InvalidSpecError(f"declare refused for {len(problems)} of {len(declarations)} declaration(s), "
+                                   f"nothing was declared: {_listed(problems)}")
+        # Checked in memory, where nothing can change before these synchronous writes: only a journal failure
+        # (JournalError: the disk) can leave part of the batch written, and declaring the batch again then completes it.
+        stored = [self._journal.declare(desired) for desired in checked]
+        for desired in stored:
+            if desired.key not in self._state:
+                self._state.put(desired)
         return stored
 
+    def check_declarations(self, declarations: Sequence[Declaration]) -> list[str]:
+        """What :meth:`declare_many` would refuse, one line per refused declaration (empty: it would accept all).
+        Changes nothing."""
+        return self._check_declarations(declarations)[1]
+
+    def _check_declarations(self, declarations: Sequence[Declaration]) -> tuple[list[Desired], list[str]]:
+        checked: list[Desired] = []
+        problems: list[str] = []
+        batch: dict[str, Desired] = {}
+        for index, d in enumerate(declarations):
+            try:
+                if not isinstance(getattr(d, "spec", None), JobSpec):
+                    raise InvalidSpecError(f"declaration #{index}: not a job request with a JobSpec "
+                                           f"(got {type(d).__name__})")
+                if d.ce not in self._gateways:
+                    raise InvalidSpecError(f"job key {d.key!r}: unknown CE {d.ce!r} "
+                                           f"(known: {', '.join(sorted(self._gateways))})")
+                desired = Desired(d.key, d.ce, d.spec, Phase(d.phase), d.destination)
+                self._check_against(self._state.desired.get(desired.key), desired, "already declared")
+                self._check_against(batch.get(desired.key), desired, "declared twice in this batch")
+            except (InvalidSpecError, AttributeError, TypeError, ValueError) as exc:
+                problems.append(str(exc) if isinstance(exc, InvalidSpecError)
+                                else f"declaration #{index}: {type(exc).__name__}: {exc}")
+                continue
+            batch[desired.key] = desired
+            checked.append(desired)
+        return checked, problems
+
+    @staticmethod
+    def _check_against(known: Desired | None, new: Desired, what: str) -> None:
+        if known is None:
+            return
+        if known.phase is Phase.FORGOTTEN:
+            raise InvalidSpecError(f"job key {new.key!r} is being forgotten; declare it again once the forget has "
+                                   "completed (the key is gone from the rows)")
+        if known.ce != new.ce:
+            raise InvalidSpecError(f"job key {new.key!r} is {what} on CE {known.ce!r}, not {new.ce!r}")
+        if known.spec is not new.spec and spec_to_json(known.spec) != spec_to_json(new.spec):
+            raise InvalidSpecError(f"job key {new.key!r} is {what} with a different spec")
+
     def cancel(self, key: str) -> Desired:
-        """Want the key's job cancelled (a key never submitted will not be)."""
-        return self._set_phase(key, Phase.CANCELLED)
+        """Want the key's job cancelled (a key never submitted will not be); once it has ended, its remote files are
+        purged ``policy.purge_cancelled_after`` seconds after the cancel (until then a collect still gets them)."""
+        return self.set_phases([key], Phase.CANCELLED)[0]
 
     def collect(self, key: str, destination: Path) -> Desired:
         """Want the key's outputs in ``destination`` (absolute) once the job ends, then the remote job purged."""
-        return self._set_phase(key, Phase.COLLECTED, destination)
+        return self.set_phases([key], Phase.COLLECTED, {key: destination})[0]
 
     def forget(self, key: str) -> Desired:
         """Want nothing left of the key: cancel, purge, then drop it from the journal. Final."""
-        return self._set_phase(key, Phase.FORGOTTEN)
+        return self.set_phases([key], Phase.FORGOTTEN)[0]
 
-    def _set_phase(self, key: str, phase: Phase, destination: Path | None = None) -> Desired:
-        current = self._state.desired.get(key)
-        if current is None:
-            raise KeyError(key)
-        if current.phase is Phase.FORGOTTEN and phase is not Phase.FORGOTTEN:
-            raise InvalidSpecError(f"job key {key!r} is being forgotten; it cannot be {phase.value} any more")
-        updated = self._journal.set_phase(key, phase, destination)
-        self._state.put(updated)
+    def set_phases(self, keys: Sequence[str], phase: Phase,
+                   destinations: Mapping[str, Path] | None = None) -> list[Desired]:
+        """Move ``keys`` to ``phase`` (COLLECTED: each to its ``destinations[key]``), all or nothing: every key is
+        checked first. Raises :class:`UnknownKeyError` naming the keys never declared (or already forgotten), and
+        :class:`InvalidSpecError` naming the keys being forgotten (final), or, for COLLECTED, keys with a bad
+        destination or whose job was purged without its outputs (a cancelled key: nothing is left to collect)."""
+        destinations = destinations or {}
+        unknown = sorted({str(key) for key in keys if key not in self._state})
+        if unknown:
+            raise UnknownKeyError(f"{len(unknown)} job key(s) never declared (or already forgotten): "
+                                  f"{_listed([repr(k) for k in unknown])}; nothing was changed")
+        problems: list[str] = []
+        for key in dict.fromkeys(keys):
+            current, done = self._state.desired[key], self._state.progress[key]
+            try:
+                if current.phase is Phase.FORGOTTEN and phase is not Phase.FORGOTTEN:
+                    raise InvalidSpecError(f"job key {key!r} is being forgotten; it cannot be {phase.value} any more")
+                if phase is Phase.COLLECTED and done.purged and done.manifest is None:
+                    raise InvalidSpecError(f"job key {key!r}: its job was purged at the CE without its outputs "
+                                           "(it was cancelled); there is nothing left to collect")
+                current.with_phase(phase, destinations.get(key))
+            except InvalidSpecError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise InvalidSpecError(f"{phase.value} refused for {len(problems)} of {len(keys)} key(s), nothing was "
+                                   f"changed: {_listed(problems)}")
+        updated = []
+        for key in dict.fromkeys(keys):
+            new = self._journal.set_phase(key, phase, destinations.get(key))
+            self._state.put(new)
+            updated.append(new)
         return updated
 
-    def observe(self, ce: str, statuses: Iterable[JobStatus]) -> None:
-        """Fold a CE's status reports in. Ids the reconciler does not know are ignored; a state never moves
-        backwards. Only reports that change something are journaled (in one transaction) and make keys dirty, so
-        polling a million quiet jobs costs no disk write and no diff."""
+    def observe(self, ce: str, statuses: Iterable[JobStatus]) -> list[JobStatus]:
+        """Fold a CE's status reports in; a state never moves backwards. Only reports that change something are
+        journaled (in one transaction) and make keys dirty, so polling a million quiet jobs costs no disk write and
+        no diff. Returns the reports of job ids it does not know (yet): after a restart a CE reports jobs that are
+        only adopted later, and the caller offers those reports again then."""
         now = self._clock.now()
         changed: list[Observation] = []
+        unknown: list[JobStatus] = []
         for status in statuses:
             key = self._state.key_for_job(ce, status.job_id)
             if key is None:
+                unknown.append(status)
                 continue
             old = self._state.progress[key]
             new = old.with_observation(status, now)
@@ -128,6 +238,7 @@ class Reconciler:
         if changed:
             for key, progress in self._journal.record_observations(changed, now).items():
                 self._state.put_progress(key, progress)
+        return unknown
 
     def set_reachable(self, ce: str, reachable: bool) -> None:
         """Mark a CE (un)reachable: an unreachable CE's keys get no action and none of its jobs is failed."""

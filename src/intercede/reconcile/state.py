@@ -56,7 +56,9 @@ class Phase(enum.StrEnum):
     """The phase the WMS wants a key in.
 
     * RUNNING: a job exists at the CE (submitted once, or adopted after a crash).
-    * CANCELLED: no job runs. A job that exists is cancelled; a key never submitted is not submitted.
+    * CANCELLED: no job runs. A job that exists is cancelled; a key never submitted is not submitted. Once the job
+      has ended its remote files are kept ``RetryPolicy.purge_cancelled_after`` seconds after the cancel (a collect
+      may still fetch them), then purged.
     * COLLECTED: the job runs to a terminal state, its outputs are fetched to ``destination`` and verified, then the
       remote job is purged.
     * FORGOTTEN: a running job is cancelled, a job that exists is purged, then the key is dropped from the journal.

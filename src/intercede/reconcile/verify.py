@@ -10,17 +10,23 @@ import hashlib
 import stat
 from pathlib import Path, PurePosixPath
 
-from intercede.errors import TransferError
+from intercede.errors import OutputBoundError, TransferError
 from intercede.model import OutputManifest
 
-__all__ = ["ManifestMismatchError", "verify_manifest"]
+__all__ = ["ManifestConflictError", "ManifestMismatchError", "verify_manifest"]
 
 _CHUNK = 1 << 20
 
 
 class ManifestMismatchError(TransferError):
     """A fetched manifest does not match the files under its destination (missing, wrong size or digest, escaping).
-    Temporary: the fetch is repeated."""
+    Temporary: the fetch is repeated (it rewrites every file)."""
+
+
+class ManifestConflictError(ManifestMismatchError, OutputBoundError):
+    """A manifest that can never match any destination: two entries for one file, or a file that another entry
+    needs as a directory. Repeating the same fetch would write the same manifest again, so this is permanent (an
+    :class:`~intercede.errors.OutputBoundError`: the outputs collide in their destination)."""
 
 
 def _sha256(path: Path) -> str:
@@ -29,6 +35,20 @@ def _sha256(path: Path) -> str:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _check_consistent(manifest: OutputManifest) -> None:
+    """Raise :class:`ManifestConflictError` if no set of files could match ``manifest`` (before reading any)."""
+    names = {str(PurePosixPath(entry.name)) for entry in manifest.files}
+    if len(names) != len(manifest.files):
+        raise ManifestConflictError(f"manifest of {manifest.job_id} lists one file twice: two outputs were "
+                                    "written to the same destination")
+    for name in names:
+        parents = PurePosixPath(name).parents
+        clash = next((str(p) for p in parents if str(p) in names), None)
+        if clash is not None:
+            raise ManifestConflictError(f"manifest of {manifest.job_id} lists {clash!r} as a file and as the "
+                                        f"directory of {name!r}")
 
 
 def verify_manifest(manifest: OutputManifest, job_id: str, destination: Path) -> None:
@@ -40,6 +60,7 @@ def verify_manifest(manifest: OutputManifest, job_id: str, destination: Path) ->
     root = destination.resolve()
     if manifest.destination.resolve() != root:
         raise ManifestMismatchError(f"manifest destination {manifest.destination} is not {destination}")
+    _check_consistent(manifest)
     for entry in manifest.files:
         relative = PurePosixPath(entry.name)
         if relative.is_absolute() or ".." in relative.parts:

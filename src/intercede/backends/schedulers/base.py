@@ -20,7 +20,7 @@ from intercede.backends.capabilities import LoadReport
 from intercede.backends.transports.base import CommandResult
 from intercede.model import JobState, Resources
 
-__all__ = ["BatchJob", "NativeStatus", "Scheduler", "SubmitRequest"]
+__all__ = ["BatchJob", "NativeStatus", "PurgingScheduler", "Scheduler", "SubmitRequest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,3 +92,15 @@ class Scheduler(Protocol):
 
     def parse_load(self, result: CommandResult) -> LoadReport:
         """The load figures from :meth:`load_argv`'s output."""
+
+
+@runtime_checkable
+class PurgingScheduler(Protocol):
+    """A scheduler whose jobs' processes no batch system confines (Direct): purging a job must also end them.
+
+    :class:`~intercede.backends.batch.BatchBackend` purges through :meth:`purge_argv` where the scheduler has it, and
+    by removing the working directories otherwise (a batch system ends its own jobs' processes).
+    """
+
+    def purge_argv(self, jobs: Sequence[BatchJob]) -> list[str]:
+        """One command that ends every process left of ``jobs`` and then removes their working directories."""

@@ -10,10 +10,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from intercede.backends.transports.base import CommandResult, Transport
+from intercede.backends.transports.base import CommandResult, Sink, Transport
 from intercede.errors import CommandNotFoundError, TimeoutError, TransferError
 
 __all__ = ["LocalTransport"]
+
+_CHUNK = 1 << 16
+_STDERR_KEPT = 1 << 16
 
 
 class LocalTransport(Transport):
@@ -30,19 +33,7 @@ class LocalTransport(Transport):
         if not argv:
             raise ValueError("argv must not be empty")
         start = time.monotonic()
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                cwd=self.cwd,
-                start_new_session=True,
-            )
-        except FileNotFoundError as exc:
-            raise CommandNotFoundError(f"command not found: {argv[0]!r}", argv=list(argv), exit_status=127) from exc
-        except PermissionError as exc:
-            raise CommandNotFoundError(f"not executable: {argv[0]!r}", argv=list(argv), exit_status=126) from exc
+        proc = await self._start(argv, stdin is not None)
         try:
             out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
         except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
@@ -53,6 +44,45 @@ class LocalTransport(Transport):
             raise TimeoutError(f"{argv[0]} did not finish within {timeout} s (killed)") from exc
         assert proc.returncode is not None
         return CommandResult(argv, proc.returncode, out, err, time.monotonic() - start)
+
+    async def stream(self, argv: Sequence[str], sink: Sink, *, timeout: float | None = None) -> CommandResult:
+        argv = tuple(argv)
+        if not argv:
+            raise ValueError("argv must not be empty")
+        start = time.monotonic()
+        proc = await self._start(argv, False)
+        assert proc.stdout is not None and proc.stderr is not None
+        errors = asyncio.ensure_future(_tail(proc.stderr))
+        try:
+            async with asyncio.timeout(timeout):
+                while chunk := await proc.stdout.read(_CHUNK):
+                    sink(chunk)
+                await proc.wait()
+                err = await errors
+        except BaseException as exc:
+            _kill_group(proc)
+            errors.cancel()
+            await proc.wait()
+            if isinstance(exc, asyncio.TimeoutError):  # builtins.TimeoutError: ours is raised from it
+                raise TimeoutError(f"{argv[0]} did not finish within {timeout} s (killed)") from exc
+            raise
+        assert proc.returncode is not None
+        return CommandResult(argv, proc.returncode, b"", err, time.monotonic() - start)
+
+    async def _start(self, argv: tuple[str, ...], with_stdin: bool) -> asyncio.subprocess.Process:
+        try:
+            return await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE if with_stdin else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=self.cwd,
+                start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            raise CommandNotFoundError(f"command not found: {argv[0]!r}", argv=list(argv), exit_status=127) from exc
+        except PermissionError as exc:
+            raise CommandNotFoundError(f"not executable: {argv[0]!r}", argv=list(argv), exit_status=126) from exc
 
     async def put(self, local: Path, remote: str, *, timeout: float | None = None) -> None:
         await self._copy(Path(local), self._path(remote), timeout)
@@ -76,6 +106,14 @@ def _copy_file(src: Path, dst: Path) -> None:
     if not src.is_file():
         raise TransferError(f"cannot copy {src}: no such file")
     shutil.copyfile(src, dst)
+
+
+async def _tail(reader: asyncio.StreamReader) -> bytes:
+    """Everything ``reader`` gives until EOF, keeping only the last :data:`_STDERR_KEPT` bytes."""
+    kept = b""
+    while chunk := await reader.read(_CHUNK):
+        kept = (kept + chunk)[-_STDERR_KEPT:]
+    return kept
 
 
 def _kill_group(proc: asyncio.subprocess.Process) -> None:

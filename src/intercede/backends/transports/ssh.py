@@ -19,10 +19,13 @@ Contract, on top of :class:`~intercede.backends.transports.base.Transport`:
   ``timeout`` bounds the command once its channel is open: past it the remote process is sent SIGKILL, the channel
   is closed and :class:`~intercede.errors.TimeoutError` is raised; the connection stays usable. (Only the process
   sshd started is signalled: a grandchild that ignores its closed pipes may outlive it.)
+* ``stream`` is ``run`` with stdout handed to the caller's sink as it arrives (asyncssh reads the channel in 64 KiB
+  chunks; nothing is kept); a sink that raises gets the remote process killed, as a timeout does.
 * ``put``/``get`` use one SFTP client per connection; a missing source raises
-  :class:`~intercede.errors.TransferError` naming the path; ``get`` writes to a temporary name beside ``local`` and
-  renames it, so a failed copy leaves no partial file. A whole-file copy is idempotent, so one that loses its
-  connection is retried once on a new one (then :class:`~intercede.errors.ConnectivityError`).
+  :class:`~intercede.errors.TransferError` naming the path; ``get`` writes to a short random temporary name beside
+  ``local`` and renames it, so a failed copy leaves no partial file (and removing it never hides the copy's error).
+  A whole-file copy is idempotent, so one that loses its connection is retried once on a new one (then
+  :class:`~intercede.errors.ConnectivityError`).
 * Failing to connect: refused port, unreachable host or no answer within ``connect_timeout`` raise
   :class:`~intercede.errors.ConnectivityError` (the resource cannot be reached; a *connect* timeout is not a
   :class:`~intercede.errors.TimeoutError`, which is kept for commands and transfers that ran past their deadline).
@@ -36,20 +39,22 @@ import asyncio
 import contextlib
 import os
 import shlex
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
 import asyncssh
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from intercede.backends.transports.base import CommandResult, Transport
+from intercede.backends.transports.base import CommandResult, Sink, Transport
 from intercede.errors import (
     AuthenticationError,
     CommandNotFoundError,
     ConnectivityError,
     HostKeyError,
+    IntercedeError,
     TimeoutError,
     TransferError,
 )
@@ -57,6 +62,8 @@ from intercede.errors import (
 __all__ = ["SSHEndpoint", "SSHTransport"]
 
 T = TypeVar("T")
+
+_CHUNK = 1 << 16
 
 #: What a copy raises when its connection died (ConnectionError: the socket's, a local file raises no such error).
 _LOST = (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection, asyncssh.DisconnectError, ConnectionError)
@@ -67,11 +74,18 @@ class SSHEndpoint(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    host: str
-    port: int = 22
-    username: str
+    host: str = Field(min_length=1)
+    port: int = Field(22, ge=1, le=65535)
+    username: str = Field(min_length=1)
     client_keys: list[Path]
     known_hosts: Path
+
+    @field_validator("host", "username", "client_keys", "known_hosts")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        if "\x00" in str(value):  # the OS refuses it only at connect time, with an untyped ValueError
+            raise ValueError("must not contain a NUL character")
+        return value
 
     @property
     def address(self) -> str:
@@ -111,6 +125,15 @@ class SSHTransport(Transport):
     async def run(
         self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None
     ) -> CommandResult:
+        return await self._execute(argv, lambda process: self._communicate(process, stdin, timeout, argv[0]))
+
+    async def stream(self, argv: Sequence[str], sink: Sink, *, timeout: float | None = None) -> CommandResult:
+        return await self._execute(argv, lambda process: self._pour(process, sink, timeout, argv[0]))
+
+    async def _execute(self, argv: Sequence[str],
+                       talk: Callable[[asyncssh.SSHClientProcess[bytes]], Awaitable[tuple[bytes, bytes]]]
+                       ) -> CommandResult:
+        """Open a channel for ``argv`` (quoted once), let ``talk`` exchange its input and output, read its status."""
         argv = tuple(argv)
         if not argv:
             raise ValueError("argv must not be empty")
@@ -120,7 +143,7 @@ class SSHTransport(Transport):
             process = await self._with_channel(lambda conn: conn.create_process(command, encoding=None))
             self._open_channels += 1
             try:
-                out, err = await self._communicate(process, stdin, timeout, argv[0])
+                out, err = await talk(process)
             finally:
                 self._open_channels -= 1
         status = process.returncode
@@ -139,15 +162,22 @@ class SSHTransport(Transport):
 
     async def get(self, remote: str, local: Path, *, timeout: float | None = None) -> None:
         local = Path(local)
-        part = local.with_name(f".{local.name}.part")
         try:
-            await self._transfer(lambda sftp: sftp.get(remote, str(part)), f"{self.name}:{remote} to {local}", timeout)
+            # Short and random: never longer than the final name (a 255-byte name has no room for a suffix) and
+            # never one of the caller's own files.
+            fd, name = tempfile.mkstemp(prefix=".", suffix=".part", dir=local.parent)
+        except OSError as exc:
+            raise TransferError(f"cannot write into {local.parent}: {exc.strerror or exc}") from exc
+        os.close(fd)
+        try:
+            await self._transfer(lambda sftp: sftp.get(remote, name), f"{self.name}:{remote} to {local}", timeout)
             try:
-                part.replace(local)
+                os.replace(name, local)
             except OSError as exc:
                 raise TransferError(f"cannot write {local}: {exc.strerror or exc}") from exc
         finally:
-            part.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # cleanup must never hide the error that brought us here
+                os.unlink(name)
 
     async def aclose(self) -> None:
         async with self._connect_lock:
@@ -275,6 +305,34 @@ class SSHTransport(Transport):
             if isinstance(exc, asyncssh.Error | OSError):
                 raise ConnectivityError(f"{self.name}: connection lost while {program!r} ran; it may have run: "
                                         f"{_reason(exc)}") from exc
+            raise
+
+    async def _pour(self, process: asyncssh.SSHClientProcess[bytes], sink: Sink, timeout: float | None,
+                    program: str) -> tuple[bytes, bytes]:
+        """Hand ``process``'s stdout to ``sink`` as it arrives; keep the last 64 KiB of its stderr."""
+        async def tail() -> bytes:
+            kept = b""
+            while chunk := await process.stderr.read(_CHUNK):
+                kept = (kept + chunk)[-_CHUNK:]
+            return kept
+
+        errors = asyncio.ensure_future(tail())
+        try:
+            async with asyncio.timeout(timeout):
+                with contextlib.suppress(BrokenPipeError):
+                    process.stdin.write_eof()
+                while chunk := await process.stdout.read(_CHUNK):
+                    sink(chunk)
+                err = await errors
+                await process.wait_closed()
+                return b"", err
+        except BaseException as exc:
+            errors.cancel()
+            _kill(process)
+            if isinstance(exc, asyncio.TimeoutError):  # builtins.TimeoutError, an OSError: before OSError
+                raise TimeoutError(f"{self.name}: {program!r} did not finish within {timeout} s (killed)") from exc
+            if isinstance(exc, asyncssh.Error | OSError) and not isinstance(exc, IntercedeError):
+                raise ConnectivityError(f"{self.name}: connection lost while {program!r} ran: {_reason(exc)}") from exc
             raise
 
     # -- files ----------------------------------------------------------------------------------------------------
