@@ -38,7 +38,7 @@ class _Scripted(DirectScheduler):
         return SlurmScheduler().parse_submit(result)
 
 
-def _backend(tmp_path: Path, script: str, timeout: float = 1.0) -> BatchBackend:
+def _backend(tmp_path: Path, script: str, timeout: float) -> BatchBackend:
     root = str(tmp_path / "root")
     return BatchBackend(LocalTransport(), _Scripted(root, script), root, command_timeout=timeout)
 
@@ -49,7 +49,8 @@ def _spec() -> JobSpec:
 
 async def test_a_hung_submit_is_killed_at_its_deadline_and_may_have_run(tmp_path: Path) -> None:
     marker = tmp_path / "still-running"
-    backend = _backend(tmp_path, f'sleep 30; touch "{marker}"')
+    # 3 s: staging (a few local commands, same deadline) must not hit it on a loaded machine; the submit must.
+    backend = _backend(tmp_path, f'sleep 60; touch "{marker}"', timeout=3.0)
     spec = _spec()
     with pytest.raises(TimeoutError, match="may have submitted"):
         await backend.submit(spec)
