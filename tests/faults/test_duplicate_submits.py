@@ -216,6 +216,10 @@ async def test_a_fenced_attempt_whose_job_starts_later_exits_before_its_payload_
         (held,) = (await backend.submit(job(late, "--begin=now+4"))).job_ids
         (started,) = (await backend.submit(job(running, "--begin=now"))).job_ids
         await until_state(backend, started, {JobState.RUNNING, JobState.DONE})
+        # RUNNING comes a moment before the script's first lines: wait for the job's own claim.
+        claim = f"/home/{slurm.username}/{namespace}/{running}/.claim"
+        await asyncio.to_thread(_wait, "the running job claimed its attempt", lambda: slurm.exec(
+            ["readlink", claim], user=slurm.username).stdout.strip() == "job", 30)
         fenced = await backend.fence([late, running, never])
         assert fenced == {late: True, running: False, never: True}, "a running job's claim is never taken over"
         assert await backend.fence([late]) == {late: True}, "fencing again is idempotent"
