@@ -56,6 +56,7 @@ __all__ = [
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
+_ATTEMPT = re.compile(r"[0-9a-f]{16}\Z")
 
 
 class JobFile(enum.StrEnum):
@@ -142,12 +143,19 @@ def _tag(value: str) -> str:
     return value
 
 
+def _attempt(value: str) -> str:
+    if not _ATTEMPT.match(value):
+        raise ValueError(f"attempt ids are 16 lowercase hex digits, got {value!r}")
+    return value
+
+
 RelativePath = Annotated[str, AfterValidator(_relative_path)]
 JobPath = Annotated[str, AfterValidator(_job_path)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
 Text = Annotated[str, AfterValidator(_no_nul), AfterValidator(_unicode)]
 Secret = Annotated[SecretStr, AfterValidator(_secret_unicode)]
 Tag = Annotated[str, AfterValidator(_tag)]
+Attempt = Annotated[str, AfterValidator(_attempt)]
 Environment = dict[EnvName, Text]
 
 
@@ -212,6 +220,11 @@ class JobSpec(_Model):
     anywhere). A relative executable that names an input file is that staged file. ``tag`` is the client's idempotency
     key, carried to the resource so the job can be found again (``Taggable``); copy ``i`` of a multi-copy submission is
     tagged ``<tag>.<i>``.
+
+    ``attempt`` is the submitter's id for this one submit attempt (16 lowercase hex digits; a reconciler picks a new
+    one per submit and journals it first). A backend that can names what it creates after it (BatchBackend: the job's
+    working directory ``<root>/<attempt>``; HTCondor: a job attribute), so that a job found later by its tag can be
+    proven to come from one of the submitter's own attempts. A spec with an attempt has exactly one copy.
     """
 
     executable: Text = Field(min_length=1)
@@ -224,6 +237,7 @@ class JobSpec(_Model):
     resources: Resources = Field(default_factory=Resources)
     container: Text | None = None
     tag: Tag | None = None
+    attempt: Attempt | None = None
     copies: list[Copy] = Field(default_factory=lambda: [Copy()], min_length=1)
 
     @model_validator(mode="after")
@@ -233,6 +247,8 @@ class JobSpec(_Model):
         if self.stdout == self.stderr:
             raise ValueError("stdout and stderr must be different files")
         _check_outputs(self.stdout, self.stderr, self.output_files)
+        if self.attempt is not None and len(self.copies) != 1:
+            raise ValueError("attempt: an attempt id names one job, so the spec must have exactly one copy")
         return self
 
     def copy_tag(self, index: int) -> str | None:

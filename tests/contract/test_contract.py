@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import secrets
 import uuid
 from pathlib import Path
 
 import pytest
 
 from intercede.backends.capabilities import (
+    AttemptTaggable,
     Cancellable,
     Diagnosable,
     JobBackend,
@@ -40,7 +42,7 @@ def capability(backend: JobBackend, protocol: type) -> None:
 
 def _method_of(protocol: type) -> str:
     return {Cancellable: "cancel", OutputRetriever: "fetch", Purgeable: "purge", LoadReporter: "load",
-            Diagnosable: "peek", Taggable: "find_by_tag"}[protocol]
+            Diagnosable: "peek", Taggable: "find_by_tag", AttemptTaggable: "find_attempts"}[protocol]
 
 
 def tag() -> str:
@@ -145,6 +147,16 @@ async def test_jobs_are_found_by_their_tag(backend: JobBackend) -> None:
     assert found == {mine: result.job_ids, other: []}
     await until_terminal(backend, result.job_ids)
     assert (await backend.find_by_tag([mine]))[mine] == result.job_ids  # type: ignore[attr-defined]
+
+
+async def test_jobs_found_by_their_tag_say_which_submit_attempt_made_them(backend: JobBackend) -> None:
+    capability(backend, AttemptTaggable)
+    mine, attempt = tag(), secrets.token_hex(8)
+    result = await backend.submit(JobSpec(executable="/bin/sh", arguments=["-c", "exit 0"], tag=mine, attempt=attempt))
+    (job_id,) = result.job_ids
+    assert await backend.find_attempts([mine]) == {mine: {job_id: attempt}}  # type: ignore[attr-defined]
+    await until_terminal(backend, result.job_ids)
+    assert await backend.find_attempts([mine]) == {mine: {job_id: attempt}}  # type: ignore[attr-defined]
 
 
 async def test_a_batch_mixing_known_and_unknown_ids_answers_per_id(backend: JobBackend) -> None:

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.faults
 # Submits and fetches are one call per key; purges are bulk (one call per tick), so fewer of them can crash. A crash
 # after a submit takes the tick's other submits with it, and the next instance adopts them all: few submits are left
 # to crash after (a fetch that is due runs in the same tick as the submits and often crashes first).
-PLAN = {"before:submit": 5, "after:submit": 2, "after:find_by_tag": 1, "before:fetch": 7, "after:fetch": 7,
+PLAN = {"before:submit": 5, "after:submit": 2, "after:find_attempts": 1, "before:fetch": 7, "after:fetch": 7,
         "before:purge": 1, "after:purge": 1}
 
 

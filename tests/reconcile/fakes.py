@@ -1,6 +1,8 @@
 """An in-memory CE for unit tests of the reconciler logic (not a backend: contract tests use real stacks).
 
 :class:`FakeResource` is "the world": it outlives reconciler crashes and counts every job ever created per tag.
+It models attempt ids and the fence as BatchBackend does: a job claims its attempt when it starts (its payload runs,
+``ran``), unless the attempt was fenced first (then it fails without running, as the job script's ``exit 97``).
 :class:`FakeGateway` speaks the ``CEGateway`` Protocol to it and can be told to crash (raise :class:`Crash`, a
 ``BaseException`` the reconciler does not catch, like a process dying) just before or just after each side effect.
 """
@@ -25,6 +27,7 @@ from intercede.model import (
     Submission,
     SubmitResult,
 )
+from intercede.reconcile.gateway import TaggedJobs
 
 
 class Crash(BaseException):
@@ -38,6 +41,9 @@ class FakeJob:
     spec: JobSpec
     state: JobState = JobState.WAITING
     purged: bool = False
+    attempt: str | None = None
+    ran: bool = False  # the payload started (the job claimed its attempt)
+    hidden: bool = False  # not found by its tag (a payload that renamed its job)
 
 
 class FakeResource:
@@ -47,19 +53,37 @@ class FakeResource:
     def __init__(self) -> None:
         self.jobs: dict[str, FakeJob] = {}
         self._next = 1000
+        self.claims: dict[str, str] = {}  # attempt -> "job" | "fenced"
+        self.orphans: list[JobSpec] = []  # submits that will land later (see FakeGateway.orphan_next_submit)
+        self.discarded: set[str] = set()
 
     def create(self, spec: JobSpec) -> FakeJob:
         self._next += 1
-        job = FakeJob(str(self._next), spec.tag, spec)
+        job = FakeJob(str(self._next), spec.tag, spec, attempt=spec.attempt)
         self.jobs[job.job_id] = job
         return job
+
+    def land_orphans(self) -> list[FakeJob]:
+        landed = [self.create(spec) for spec in self.orphans]
+        self.orphans.clear()
+        return landed
+
+    def _start(self, job: FakeJob) -> None:
+        if job.attempt is not None and self.claims.setdefault(job.attempt, "job") != "job":
+            job.state = JobState.FAILED  # fenced: exit 97 before the payload
+            return
+        job.state, job.ran = JobState.RUNNING, True
 
     def advance(self) -> None:
         for job in self.jobs.values():
             if job.state is JobState.WAITING:
-                job.state = JobState.RUNNING
+                self._start(job)
             elif job.state is JobState.RUNNING:
                 job.state = JobState.DONE
+
+    def runs(self, tag: str) -> int:
+        """How often the payload of ``tag`` ran (the ledger)."""
+        return sum(1 for job in self.ever_tagged(tag) if job.ran)
 
     def ever_tagged(self, tag: str) -> list[FakeJob]:
         return [job for job in self.jobs.values() if job.tag == tag]
@@ -113,6 +137,9 @@ class FakeGateway:
         self.refuse: str | None = None
         self.refuse_temporary = False
         self.submit_error: BaseException | None = None
+        self.orphan_next_submit = 0  # the next N submits raise ConnectivityError and land only at land_orphans()
+        self.in_flight_tags: set[str] = set()  # what the CE actor reports as still being submitted
+        self.can_fence = True
         self.calls: list[tuple[str, tuple[str, ...]]] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -141,6 +168,10 @@ class FakeGateway:
         await self._enter("submit", [spec.tag or ""])
         if self.submit_error is not None:
             raise self.submit_error
+        if self.orphan_next_submit:
+            self.orphan_next_submit -= 1
+            self.resource.orphans.append(spec)
+            raise ConnectivityError("connection dropped mid-submit")
         if self.refuse is not None:
             return SubmitResult(submissions=[Submission(copy_index=0, tag=spec.tag, error=self.refuse,
                                                         temporary=self.refuse_temporary)])
@@ -148,11 +179,25 @@ class FakeGateway:
         self._leave("submit")
         return SubmitResult(submissions=[Submission(copy_index=0, tag=spec.tag, job_id=job.job_id)])
 
-    async def find_by_tag(self, tags: Sequence[str]) -> dict[str, list[str]]:
-        await self._enter("find_by_tag", tags)
-        found = {tag: [j.job_id for j in self.resource.ever_tagged(tag) if not j.purged] for tag in tags}
-        self._leave("find_by_tag")
-        return found
+    async def find_attempts(self, tags: Sequence[str]) -> TaggedJobs:
+        await self._enter("find_attempts", tags)
+        found = {tag: {j.job_id: j.attempt for j in self.resource.ever_tagged(tag) if not j.purged and not j.hidden}
+                 for tag in tags}
+        self._leave("find_attempts")
+        return TaggedJobs(jobs=found, in_flight=frozenset(t for t in tags if t in self.in_flight_tags))
+
+    async def fence(self, attempts: Sequence[str]) -> dict[str, bool] | None:
+        await self._enter("fence", attempts)
+        if not self.can_fence:
+            return None
+        result = {a: self.resource.claims.setdefault(a, "fenced") == "fenced" for a in attempts}
+        self._leave("fence")
+        return result
+
+    async def discard_attempts(self, attempts: Sequence[str]) -> None:
+        await self._enter("discard_attempts", attempts)
+        self.resource.discarded.update(attempts)
+        self._leave("discard_attempts")
 
     async def cancel(self, job_ids: Sequence[str]) -> list[Outcome]:
         await self._enter("cancel", job_ids)

@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from intercede.errors import InvalidSpecError, JournalError
 from intercede.model import Copy, JobSpec, JobState, JobStatus, ManifestEntry, OutputManifest, Resources
 from intercede.reconcile import Desired, Journal, Observation, Phase, Progress
+from intercede.reconcile.journal import spec_to_json
 
 pytestmark = pytest.mark.actors
 
@@ -71,8 +72,11 @@ def test_a_reopened_journal_loads_every_declaration_and_every_progress_field(pat
                        attempts=3)
         written = {"k1": j.progress("k1"), "k2": j.progress("k2")}
     desired, progress = _consistent(path)
-    assert desired == {"k1": Desired("k1", "ce-a", SPEC),
+    # k1 has a job id, so its secrets were scrubbed (only their names stay); k2 may still be submitted.
+    scrubbed = SPEC.model_copy(update={"copies": [Copy(variables={"SEED": "7"}, secrets={"TOKEN": SecretStr("")})]})
+    assert desired == {"k1": Desired("k1", "ce-a", scrubbed),
                        "k2": Desired("k2", "ce-b", SPEC, Phase.COLLECTED, Path("/data/out/k2"))}
+    assert desired["k2"].spec.copies[0].secrets["TOKEN"].get_secret_value() == "s3cr3t-value"
     assert progress == written
     assert progress["k1"] == Progress(job_id="42", submit_intent=True, state=JobState.DONE, native_state="COMPLETED",
                                       exit_code=3, reason="exit 3", last_seen=100.5, cancel_sent_at=101.0,
@@ -300,3 +304,59 @@ def test_a_journal_from_a_newer_intercede_is_refused(path: Path) -> None:
     sqlite3.connect(path).execute("PRAGMA user_version = 99").connection.close()
     with pytest.raises(JournalError, match="upgrade intercede"):
         Journal(path)
+
+
+# ---- secrets do not outlive their job (issue 14, item 3)
+
+
+def _journal_bytes(path: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*") if p.is_file())
+
+
+def test_secrets_are_gone_from_the_journal_files_once_the_job_id_is_recorded_and_after_forget(path: Path) -> None:
+    secret = b"s3cr3t-value"
+    other = SPEC.model_copy(update={"copies": [Copy(secrets={"TOKEN": SecretStr("other-secret-42")})]})
+    with Journal(path) as j:
+        j.declare(Desired("k1", "ce-a", SPEC))
+        j.declare(Desired("k2", "ce-a", other))
+        j.record_submit_intent("k1", "0123456789abcdef")
+        assert secret in _journal_bytes(path), "stored revealed while a resubmit may need it"
+        j.record_job_id("k1", "42")
+        j.wipe()
+        raw = _journal_bytes(path)
+        assert secret not in raw, "scrubbed from the database, its free pages and its WAL"
+        assert b"other-secret-42" in raw, "a key without a job keeps its secrets"
+        assert j.progress("k1").job_id == "42"
+        j.forget("k2")
+        j.wipe()
+        assert b"other-secret-42" not in _journal_bytes(path), "a forgotten key's secrets are gone too"
+        # The same declaration again is still the same declaration (its secrets are no longer compared).
+        assert j.declare(Desired("k1", "ce-a", SPEC)).spec.copies[0].secrets["TOKEN"].get_secret_value() == ""
+        with pytest.raises(InvalidSpecError, match="different spec"):
+            j.declare(Desired("k1", "ce-a", SPEC.model_copy(update={"executable": "other.sh"})))
+    assert secret not in _journal_bytes(path)
+
+
+def test_a_version_1_journal_is_upgraded_in_place_keeping_every_key(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE desired (key TEXT PRIMARY KEY, ce TEXT NOT NULL, spec TEXT NOT NULL, phase TEXT NOT NULL,
+                              destination TEXT);
+        CREATE TABLE progress (key TEXT PRIMARY KEY REFERENCES desired(key), job_id TEXT,
+            submit_intent INTEGER NOT NULL DEFAULT 0, state TEXT, native_state TEXT NOT NULL DEFAULT '',
+            exit_code INTEGER, reason TEXT NOT NULL DEFAULT '', last_seen REAL, cancel_sent_at REAL, manifest TEXT,
+            purged INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL,
+            last_error TEXT, permanent_error TEXT);
+        PRAGMA user_version = 1;
+    """)
+    conn.execute("INSERT INTO desired VALUES ('old', 'ce-a', ?, 'running', NULL)", (spec_to_json(SPEC),))
+    conn.execute("INSERT INTO progress (key, submit_intent) VALUES ('old', 1)")
+    conn.commit()
+    conn.close()
+    with Journal(path) as j:
+        desired, progress = j.load()
+        assert desired["old"].spec == SPEC
+        assert progress["old"] == Progress(submit_intent=True)  # an intent from before attempt ids: none recorded
+        assert j.record_submit_intent("old", "0123456789abcdef").submit_attempts == ("0123456789abcdef",)
+    with Journal(path) as j:
+        assert j.progress("old").submit_attempts == ("0123456789abcdef",)

@@ -113,7 +113,7 @@ async def test_random_crashes_submit_every_key_exactly_once_and_keep_every_colle
             world.reconciler.declare(key, CE, SPEC)
 
     for iteration in range(400):
-        if crasher.crashes >= 40:
+        if crasher.crashes >= 60:
             crasher.probability = 0.0  # enough pain: let it finish
         try:
             if iteration == 3:

@@ -6,6 +6,9 @@ all of them (the backend chunks the ids), caching each job's latest status with 
 pulls only what changed (:meth:`changes`). A failed poll marks the CE unreachable and backs off exponentially; it never
 marks a job failed. Every other call (submit, cancel, fetch, ...) is forwarded to the backend under a bounded
 concurrency, and timed. Health and latency figures come from :meth:`health`.
+
+Submits in flight are counted per tag: a reconciler that restarted while its predecessor's submit still runs here
+must not take "no job found" for "never submitted", so :meth:`find_attempts` names those tags ``in_flight``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import math
 import secrets
 import statistics
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -25,7 +28,9 @@ from pydantic import BaseModel
 
 from intercede.actors import metrics
 from intercede.backends.capabilities import (
+    AttemptTaggable,
     Cancellable,
+    Fenceable,
     JobBackend,
     LoadReport,
     LoadReporter,
@@ -36,6 +41,7 @@ from intercede.backends.capabilities import (
 from intercede.backends.registry import CEConfigBase, build_backend
 from intercede.errors import UnsupportedError, is_temporary
 from intercede.model import JobSpec, JobStatus, Outcome, OutputManifest, SubmitResult
+from intercede.reconcile.gateway import TaggedJobs
 
 __all__ = ["CEActor", "CEHealth"]
 
@@ -80,6 +86,7 @@ class CEActor:
         self._last_error = ""
         self._latencies: deque[float] = deque(maxlen=500)
         self._poller: asyncio.Task[None] | None = None
+        self._submitting: Counter[str] = Counter()  # tag -> submits of it running here (or waiting for a slot)
         # A restarted actor starts counting again: the epoch tells a reader its cursor is stale.
         self.epoch = secrets.token_hex(4)
 
@@ -174,13 +181,46 @@ class CEActor:
                 raise
 
     async def submit(self, spec: JobSpec) -> SubmitResult:
-        result = await self._call(lambda: self.backend.submit(spec))
+        tags = [t for i in range(len(spec.copies)) if (t := spec.copy_tag(i)) is not None]
+        self._submitting.update(tags)
+        try:
+            result = await self._call(lambda: self.backend.submit(spec))
+        finally:
+            self._submitting.subtract(tags)
+            for tag in tags:
+                if self._submitting[tag] <= 0:
+                    del self._submitting[tag]
         self._tracked.update(result.job_ids)
         return result
 
     async def find_by_tag(self, tags: Sequence[str]) -> dict[str, list[str]]:
         backend = _require(self.backend, Taggable)
         return await self._call(lambda: backend.find_by_tag(tags))
+
+    async def find_attempts(self, tags: Sequence[str]) -> TaggedJobs:
+        """Jobs per tag with the attempt id each carries, and the tags with a submit still running here. The
+        in-flight set is read *before* the lookup: a submit that ends during it has landed, so the lookup sees it."""
+        in_flight = frozenset(t for t in tags if self._submitting[t] > 0)
+        if isinstance(self.backend, AttemptTaggable):
+            finder = self.backend
+            jobs = await self._call(lambda: finder.find_attempts(tags))
+        else:
+            backend = _require(self.backend, Taggable)
+            plain = await self._call(lambda: backend.find_by_tag(tags))
+            jobs = {tag: dict.fromkeys(ids) for tag, ids in plain.items()}
+        return TaggedJobs(jobs=jobs, in_flight=in_flight)
+
+    async def fence(self, attempts: Sequence[str]) -> dict[str, bool] | None:
+        """Per attempt, whether it is fenced (False: a job of it already runs); None if the backend cannot fence."""
+        if not isinstance(self.backend, Fenceable):
+            return None
+        backend = self.backend
+        return await self._call(lambda: backend.fence(attempts))
+
+    async def discard_attempts(self, attempts: Sequence[str]) -> None:
+        if isinstance(self.backend, Fenceable) and attempts:
+            backend = self.backend
+            await self._call(lambda: backend.discard_attempts(attempts))
 
     async def cancel(self, job_ids: Sequence[str]) -> list[Outcome]:
         backend = _require(self.backend, Cancellable)

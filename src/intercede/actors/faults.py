@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from intercede.model import JobSpec, Outcome, OutputManifest, SubmitResult
-from intercede.reconcile.gateway import CEGateway
+from intercede.reconcile.gateway import CEGateway, TaggedJobs
 
 __all__ = ["CrashingGateway", "crashes_left"]
 
@@ -57,9 +57,16 @@ class CrashingGateway:
         result: SubmitResult = await self._around("submit", self._inner.submit(spec))
         return result
 
-    async def find_by_tag(self, tags: Sequence[str]) -> dict[str, list[str]]:
-        result: dict[str, list[str]] = await self._around("find_by_tag", self._inner.find_by_tag(tags))
+    async def find_attempts(self, tags: Sequence[str]) -> TaggedJobs:
+        result: TaggedJobs = await self._around("find_attempts", self._inner.find_attempts(tags))
         return result
+
+    async def fence(self, attempts: Sequence[str]) -> dict[str, bool] | None:
+        result: dict[str, bool] | None = await self._around("fence", self._inner.fence(attempts))
+        return result
+
+    async def discard_attempts(self, attempts: Sequence[str]) -> None:
+        await self._around("discard_attempts", self._inner.discard_attempts(attempts))
 
     async def cancel(self, job_ids: Sequence[str]) -> list[Outcome]:
         result: list[Outcome] = await self._around("cancel", self._inner.cancel(job_ids))

@@ -8,6 +8,7 @@ from typing import Any, cast
 
 from intercede.actors.seam import Seam
 from intercede.model import JobSpec, Outcome, OutputManifest, SubmitResult
+from intercede.reconcile.gateway import TaggedJobs
 
 __all__ = ["ActorGateway"]
 
@@ -22,8 +23,14 @@ class ActorGateway:
         # Not idempotent: a submit interrupted by the CE actor's death is adopted by its tag, never re-run.
         return cast(SubmitResult, await self._seam.call_once(self._handle, "submit", spec))
 
-    async def find_by_tag(self, tags: Sequence[str]) -> dict[str, list[str]]:
-        return cast(dict[str, list[str]], await self._seam.call(self._handle, "find_by_tag", list(tags)))
+    async def find_attempts(self, tags: Sequence[str]) -> TaggedJobs:
+        return cast(TaggedJobs, await self._seam.call(self._handle, "find_attempts", list(tags)))
+
+    async def fence(self, attempts: Sequence[str]) -> dict[str, bool] | None:
+        return cast(dict[str, bool] | None, await self._seam.call(self._handle, "fence", list(attempts)))
+
+    async def discard_attempts(self, attempts: Sequence[str]) -> None:
+        await self._seam.call(self._handle, "discard_attempts", list(attempts))
 
     async def cancel(self, job_ids: Sequence[str]) -> list[Outcome]:
         return cast(list[Outcome], await self._seam.call(self._handle, "cancel", list(job_ids)))

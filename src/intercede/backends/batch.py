@@ -2,6 +2,15 @@
 
 Each job copy gets its own working directory ``<root>/<uid>`` (see :mod:`intercede.backends.jobscript`); the job id
 intercede hands out is ``<native id>@<uid>``, so every operation can find the directory again without any local state.
+The uid is the spec's ``attempt`` when it has one (a reconciler's journaled attempt id), a random one otherwise; so
+:meth:`BatchBackend.find_attempts` can say which attempt made each job it finds by tag, and
+:meth:`BatchBackend.fence` can fence an attempt whose job has not landed: it claims the directory's ``.claim`` first,
+and the job script exits before its payload when it cannot claim it (:mod:`intercede.backends.jobscript`).
+
+A submit is either *refused* (the scheduler answered and submitted nothing: a failed copy, directory removed) or it
+*may have run*: the connection dropped, the submit command ran past its deadline (it is wrapped in ``timeout`` on the
+resource, so no orphaned submit outlives it), or the scheduler lost contact with its controller mid-way. Those raise a
+temporary error and keep the directory, for the job a tag lookup may find (or the fence).
 Outputs are fetched by :mod:`intercede.backends.outputs`; fetching is not destructive (files stay until ``purge``).
 
 Status of a job the scheduler no longer lists comes from its history (``sacct``, ...); a job missing from both is
@@ -14,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 import secrets
 import time
@@ -24,13 +34,14 @@ from typing import Self
 
 from intercede.backends import outputs
 from intercede.backends.capabilities import LoadReport
-from intercede.backends.jobscript import SCRIPT, SECRETS, TAGFILE, render
+from intercede.backends.jobscript import CLAIM, SCRIPT, SECRETS, TAGFILE, render
 from intercede.backends.schedulers.base import BatchJob, NativeStatus, PurgingScheduler, Scheduler, SubmitRequest
 from intercede.backends.transports.base import Transport, chunks_within, quoted_size
 from intercede.errors import (
     AuthenticationError,
     CommandError,
     IntercedeError,
+    TimeoutError,
     UnsupportedError,
     is_temporary,
 )
@@ -51,8 +62,20 @@ __all__ = ["BatchBackend"]
 log = logging.getLogger(__name__)
 
 _UID = re.compile(r"[0-9a-f]{16}\Z")
-_PREPARE = 'umask 077 && mkdir -p -- "$1/' + SECRETS + '" && cat >"$1/' + SCRIPT + '" && printf "%s" "$2" >"$1/' + \
-    TAGFILE + '"'
+# A directory that exists already belongs to an earlier use of the same attempt id (perhaps fenced): never reused.
+_PREPARE = 'umask 077 && mkdir -p -- "$3" && { [ ! -e "$1" ] || exit 17; } && mkdir -p -- "$1/' + SECRETS + \
+    '" && cat >"$1/' + SCRIPT + '" && printf "%s" "$2" >"$1/' + TAGFILE + '"'
+_ATTEMPT_USED = 17
+# One claim per attempt, made atomically by whoever comes first: the job script (``job``) or a fence (``fenced``).
+_FENCE = f"""umask 077; root=$1; shift
+for a; do d=$root/$a; mkdir -p -- "$d" 2>/dev/null
+  if ln -s fenced "$d/{CLAIM}" 2>/dev/null || [ "$(readlink "$d/{CLAIM}" 2>/dev/null)" = fenced ]
+  then echo "$a fenced"; else echo "$a claimed"; fi
+done
+"""
+# Exit statuses of coreutils ``timeout``: the command ran past its deadline and was killed (TERM, then KILL).
+_TIMED_OUT = (124, 137)
+_KILL_AFTER = 5
 _WRITE_PRIVATE = 'umask 077 && cat >"$1"'
 
 
@@ -138,29 +161,43 @@ class BatchBackend:
         if spec.container and not self.container:
             return Submission(copy_index=index, tag=tag,
                               error=f"{self.name} has no container runtime configured; cannot run {spec.container!r}")
-        workdir = f"{self.root}/{secrets.token_hex(8)}"
+        workdir = f"{self.root}/{spec.attempt or secrets.token_hex(8)}"
         async with self._limit:
             try:
                 await self._stage(spec, copy, workdir, tag)
+            except CommandError as exc:
+                if exc.exit_status == _ATTEMPT_USED:  # not ours to remove: an earlier use of the attempt id
+                    return Submission(copy_index=index, tag=tag,
+                                      error=f"attempt {spec.attempt} was used before: {workdir} exists")
+                await self._discard(workdir)
+                raise
             except Exception:
                 await self._discard(workdir)
                 raise
             request = SubmitRequest(f"{workdir}/{SCRIPT}", workdir, tag, spec.resources)
             # If this raises, the command may have run: the directory stays for the job a tag lookup may find.
-            result = await self.transport.run(self.scheduler.submit_argv(request), timeout=self.command_timeout)
+            result = await self.transport.run(self._bounded(self.scheduler.submit_argv(request)),
+                                              timeout=self.command_timeout + _KILL_AFTER + 5)
+            if result.exit_status in _TIMED_OUT:
+                raise TimeoutError(f"{self.name}: the submit command ran past {self.command_timeout:.0f} s on the "
+                                   "resource and was killed; it may have submitted the job")
             try:
                 native = self.scheduler.parse_submit(result)
-            except IntercedeError as exc:  # the scheduler answered, and submitted nothing
+            except CommandError as exc:  # a refusal: the scheduler answered, and submitted nothing
                 await self._discard(workdir)
-                if isinstance(exc, CommandError):
-                    return Submission(copy_index=index, tag=tag, error=str(exc))
-                raise
+                return Submission(copy_index=index, tag=tag, error=str(exc))
+            # Any other error (lost contact mid-submit) means it may have submitted: the directory stays.
         return Submission(copy_index=index, tag=tag, job_id=self._id(BatchJob(native, workdir)))
+
+    def _bounded(self, argv: list[str]) -> list[str]:
+        """``argv`` under coreutils ``timeout`` on the resource: a submit orphaned by a dropped connection (a
+        ``sbatch`` retrying against a dead controller) is killed there instead of landing at any later time."""
+        return ["timeout", f"--kill-after={_KILL_AFTER}", f"{max(1, math.ceil(self.command_timeout))}", *argv]
 
     async def _stage(self, spec: JobSpec, copy: Copy, workdir: str, tag: str | None) -> None:
         """Make the working directory: job script, tag, secrets (0600), inputs."""
         script = render(spec, copy, workdir, self.container).encode()
-        await self._run(["sh", "-c", _PREPARE, "sh", workdir, tag or ""], stdin=script)
+        await self._run(["sh", "-c", _PREPARE, "sh", workdir, tag or "", self.root], stdin=script)
         for name, secret in copy.secrets.items():
             await self._run(["sh", "-c", _WRITE_PRIVATE, "sh", f"{workdir}/{SECRETS}/{name}"],
                             stdin=secret.get_secret_value().encode())
@@ -269,17 +306,50 @@ class BatchBackend:
 
     async def find_by_tag(self, tags: Sequence[str]) -> dict[str, list[str]]:
         """Every job carrying each tag, in the queue or in history."""
+        return {tag: sorted(jobs) for tag, jobs in (await self.find_attempts(tags)).items()}
+
+    async def find_attempts(self, tags: Sequence[str]) -> dict[str, dict[str, str | None]]:
+        """Every job carrying each tag, with the attempt that made it: its working directory's uid (which the
+        scheduler recorded at submit time; a payload can rename its job, not move its directory)."""
         results = [await self.transport.run(argv, timeout=self.command_timeout)
                    for argv in self.scheduler.find_argvs(tags)]
         found = self.scheduler.parse_find(results, tags)
-        return {t: sorted({self._id(j) for j in found.get(t, []) if j.workdir.startswith(self.root + "/")})
-                for t in tags}
+        out: dict[str, dict[str, str | None]] = {}
+        for tag in tags:
+            jobs = [j for j in found.get(tag, []) if j.workdir.startswith(self.root + "/")]
+            out[tag] = {self._id(j): self._id(j).rpartition("@")[2] for j in sorted(jobs, key=self._id)}
+        return out
+
+    async def fence(self, attempts: Sequence[str]) -> dict[str, bool]:
+        """Claim each attempt's directory for the fence (one command); see :class:`~.capabilities.Fenceable`."""
+        wanted = _attempts(attempts)
+        if not wanted:
+            return {}
+        result = (await self.transport.run(["sh", "-c", _FENCE, "sh", self.root, *wanted],
+                                           timeout=self.command_timeout)).check()
+        said = dict(line.split(" ", 1) for line in result.text.splitlines() if " " in line)
+        # An attempt the command said nothing about is not known to be fenced.
+        return {a: said.get(a) == "fenced" for a in wanted}
+
+    async def discard_attempts(self, attempts: Sequence[str]) -> None:
+        """Remove the attempts' working directories (a job of them that starts later cannot enter it)."""
+        wanted = _attempts(attempts)
+        for chunk in chunks_within([f"{self.root}/{a}" for a in wanted], quoted_size, max_items=self.chunk):
+            await self._run(["rm", "-rf", "--", *chunk])
 
     async def load(self) -> LoadReport:
         argv = self.scheduler.load_argv()
         if argv is None:
             raise UnsupportedError(f"{self.scheduler.name} cannot report its load")
         return self.scheduler.parse_load(await self.transport.run(argv, timeout=self.command_timeout))
+
+
+def _attempts(attempts: Sequence[str]) -> list[str]:
+    """The attempt ids as directory names; anything else would name a path outside the root."""
+    bad = [a for a in attempts if not _UID.match(a)]
+    if bad:
+        raise UnsupportedError(f"not attempt ids (16 lowercase hex digits): {bad!r}")
+    return list(dict.fromkeys(attempts))
 
 
 def _job_status(job_id: str, native: NativeStatus) -> JobStatus:

@@ -20,8 +20,10 @@ from pydantic import BaseModel, ConfigDict
 from intercede.model import JobSpec, JobStatus, Outcome, OutputBounds, OutputManifest, SubmitResult
 
 __all__ = [
+    "AttemptTaggable",
     "Cancellable",
     "Diagnosable",
+    "Fenceable",
     "JobBackend",
     "LoadReport",
     "LoadReporter",
@@ -115,3 +117,28 @@ class Taggable(Protocol):
     """Find jobs by the client's idempotency tag: ``{tag: [job ids]}`` for every tag asked (empty list if none)."""
 
     async def find_by_tag(self, tags: Sequence[str]) -> dict[str, list[str]]: ...
+
+
+@runtime_checkable
+class AttemptTaggable(Protocol):
+    """Find jobs by tag *and* say which submit attempt made each: ``{tag: {job id: attempt id}}`` for every tag asked
+    (the ``attempt`` of the :class:`~intercede.model.JobSpec` that submitted the job; None if it carried none).
+    A job's attempt comes from something only the submit set (its working directory's name, a job attribute), so a
+    caller can tell its own jobs from one that merely renamed itself to the tag."""
+
+    async def find_attempts(self, tags: Sequence[str]) -> dict[str, dict[str, str | None]]: ...
+
+
+@runtime_checkable
+class Fenceable(Protocol):
+    """Fence submit attempts at the resource, so that a submit that lands late (an orphaned ``sbatch`` still
+    retrying after its connection dropped) can never run its payload.
+
+    ``fence`` answers per attempt id: True if the attempt is fenced (by this call or an earlier one) — a job of it
+    that starts later exits before its payload; False if a job of the attempt already claimed it (its payload runs).
+    ``discard_attempts`` removes what the attempts left at the resource (staged or fenced working directories); it is
+    idempotent and leaves any later job of those attempts unable to run its payload too."""
+
+    async def fence(self, attempts: Sequence[str]) -> dict[str, bool]: ...
+
+    async def discard_attempts(self, attempts: Sequence[str]) -> None: ...

@@ -1,22 +1,38 @@
 """Carrying out a plan: each step journals first and acts second, so a crash at any point is repaired by the next tick.
 
-* Submit: ``record_submit_intent`` -> ``gateway.submit(spec tagged with the key)`` -> ``record_job_id``. A crash after
-  the intent leaves an intent without a job id, which is only ever *adopted*. If the intent cannot be written, nothing
-  is submitted.
-* Adopt: ``gateway.find_by_tag([key])`` -> one job: record it; none: clear the intent (the next tick submits); several:
-  cancel and purge all but the first, log loudly, then record the first.
-* Cancel / Purge: one bulk gateway call per CE (and chunk), then record each outcome. Both are safe to repeat.
+* Submit: a new attempt id -> ``record_submit_intent(key, attempt)`` -> ``gateway.submit(spec tagged with the key,
+  carrying the attempt)`` -> ``record_job_id``. A crash after the intent leaves an intent without a job id, which is
+  only ever *adopted*. If the intent cannot be written, nothing is submitted. Every attempt id of a key is journaled.
+* Adopt: ``gateway.find_attempts([key])``. Only a job carrying one of the key's own attempt ids is the key's (a job
+  that merely carries the tag — another key's payload renamed itself — is never touched, only logged). One of ours:
+  record it. Several: cancel and purge all but the latest attempt's (the earlier ones are fenced), log loudly, then
+  record it. A submit of the key still running in the CE actor: look again later. None of ours: a submit that has
+  not landed *yet* (an ``sbatch`` orphaned by a dropped connection, still retrying) would run next to a resubmit, so
+  every attempt is first *fenced* at the resource (its payload can then never start); only when every attempt is
+  fenced is the intent cleared and the key submitted anew. An attempt a job already claimed (it runs, but its tag
+  does not find it) is looked for again, and after ``policy.live_attempt_tries`` becomes a permanent error: never a
+  second job. A CE that cannot fence (HTCondor through the bindings) has a submit that cannot land late: it is one
+  schedd transaction from a worker process that dies with the CE actor, which the schedd aborts when its connection
+  closes uncommitted, and a submit still running in a live CE actor is reported ``in_flight``. There the intent is
+  cleared as soon as nothing is found.
+* Cancel / Purge: one bulk gateway call per CE (and chunk), then record each outcome. Both are safe to repeat. Before
+  the purge of a key submitted more than once (and before forgetting a key that never got a job), its tag is looked up
+  once more: every other job of its own attempts (an orphan that landed late, exited at its fence) is cancelled and
+  purged, and what its attempts left at the resource is discarded.
 * Fetch: ``gateway.fetch`` -> verify every listed file under the destination -> ``record_manifest``; only then is
   the job purged (two-phase destructive fetch).
 * Errors: temporary ones (see :meth:`RetryPolicy.is_temporary`) back the key off exponentially and never fail a job;
   permanent ones (a CE refusing the spec, credentials rejected) are recorded as ``permanent_error`` and never retried.
   A :class:`~intercede.errors.JournalError` stops the whole plan: without a journal nothing can be done safely.
+* After each plan the journal is wiped (:meth:`Journal.wipe`): secrets scrubbed at a job id, and forgotten keys, are
+  then gone from its files.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from dataclasses import replace
@@ -24,7 +40,7 @@ from functools import partial
 
 from intercede.errors import ConnectivityError, JournalError
 from intercede.reconcile.clock import Clock
-from intercede.reconcile.gateway import CEGateway
+from intercede.reconcile.gateway import CEGateway, TaggedJobs
 from intercede.reconcile.journal import Journal
 from intercede.reconcile.policy import RetryPolicy
 from intercede.reconcile.state import Action, Adopt, Cancel, Fetch, Forget, Progress, Purge, Submit
@@ -65,6 +81,7 @@ class Executor:
         units = self._units(actions)
         if units:
             await self._run(units)
+            self._journal.wipe()
 
     async def _run(self, units: list[_Unit]) -> None:
         limit = asyncio.Semaphore(self._concurrency)
@@ -160,8 +177,11 @@ class Executor:
         async def body() -> None:
             wanted = self._state.desired[key]
             gateway = self._gateway(wanted.ce)
-            self._put(key, self._journal.record_submit_intent(key))
-            result = await gateway.submit(wanted.submission())
+            # Chosen here and journaled with the intent, before anything reaches the CE: whatever lands at the
+            # resource under this id can later be proven to be this key's, and fenced if it has not landed yet.
+            attempt = secrets.token_hex(8)
+            self._put(key, self._journal.record_submit_intent(key, attempt))
+            result = await gateway.submit(wanted.submission(attempt))
             job_ids = result.job_ids
             if job_ids:
                 if len(job_ids) > 1:
@@ -183,28 +203,120 @@ class Executor:
         keys = [key for key, _ in items]
 
         async def body() -> None:
-            found = await self._gateway(ce).find_by_tag(keys)
+            found = await self._gateway(ce).find_attempts(keys)
             for key in keys:
-                await self._guarded([key], "adopt", self._adopt_one(ce, key, list(found.get(key, []))))
+                await self._guarded([key], "adopt", self._adopt_one(ce, key, found))
 
         await self._guarded(keys, "adopt", body())
 
-    async def _adopt_one(self, ce: str, key: str, job_ids: list[str]) -> None:
+    def _ours(self, ce: str, key: str, found: TaggedJobs) -> list[str]:
+        """The jobs found under ``key``'s tag that carry one of its own attempt ids, *latest* attempt first: an
+        intent is only ever cleared once every attempt before it is fenced, so only the latest attempt can run its
+        payload (an earlier one that landed late exits at its fence). A job with another attempt id is someone
+        else's (a payload can rename its job to any tag): logged, never touched. A key journaled before attempt ids
+        (none recorded), or a CE that cannot say (None), keeps the old rule: every job carrying the tag is the key's,
+        the first one kept."""
+        attempts = self._state.progress[key].submit_attempts
+        jobs = found.jobs.get(key, {})
+        order = {attempt: i for i, attempt in enumerate(attempts)}
+        ours = [job for job, attempt in jobs.items() if not attempts or attempt is None or attempt in order]
+        foreign = sorted(set(jobs) - set(ours))
+        if foreign:
+            log.warning("job key %s: CE %s lists job(s) %s under its tag that carry none of its attempt ids "
+                        "(another key's job renamed to this tag?); leaving them alone", key, ce, ", ".join(foreign))
+        return sorted(ours, key=lambda job: (-order.get(jobs[job] or "", -1), job))
+
+    async def _adopt_one(self, ce: str, key: str, found: TaggedJobs) -> None:
+        if key in found.in_flight:
+            self._failed([key], "adopt", f"a submit of this key is still running in CE {ce}'s actor; "
+                                         "looking it up again once it has ended", permanent=False)
+            return
+        job_ids = self._ours(ce, key, found)
         if not job_ids:
-            log.info("job key %s: no job tagged with it at CE %s; it will be submitted", key, ce)
-            self._put(key, self._journal.clear_submit_intent(key))
+            await self._fence_or_wait(ce, key)
             return
         keep, extras = job_ids[0], job_ids[1:]
         if extras:
-            # Should never happen through this reconciler; it means another client (or a lost journal) submitted.
+            # Earlier attempts that landed late (fenced: they never run a payload), or another client's submits.
             log.error("job key %s has %d jobs at CE %s (%s): keeping %s, cancelling and purging %s",
                       key, len(job_ids), ce, ", ".join(job_ids), keep, ", ".join(extras))
-            gateway = self._gateway(ce)
-            # Extras go first: if we crash before recording the keeper, the next Adopt finds the keeper again.
-            for outcome in [*await gateway.cancel(extras), *await gateway.purge(extras)]:
-                if not outcome.ok:
-                    log.error("job key %s: removing duplicate job %s failed: %s", key, outcome.job_id, outcome.detail)
+            await self._remove_jobs(ce, key, extras)
+        # Extras went first: if we crash before recording the keeper, the next Adopt finds the keeper again.
         self._put(key, self._journal.record_job_id(key, keep))
+
+    async def _fence_or_wait(self, ce: str, key: str) -> None:
+        """No job of the key is found: clear its intent only once no earlier attempt can still start a payload."""
+        progress = self._state.progress[key]
+        attempts = progress.submit_attempts
+        fenced = await self._gateway(ce).fence(attempts) if attempts else None
+        live = [a for a in attempts if fenced is not None and not fenced.get(a, False)]
+        if not live:
+            how = "every earlier attempt is fenced" if fenced is not None else "the CE keeps nothing to fence"
+            log.info("job key %s: no job of it at CE %s and %s; it will be submitted", key, ce, how)
+            self._put(key, self._journal.clear_submit_intent(key))
+            return
+        permanent = progress.attempts + 1 >= self._policy.live_attempt_tries
+        self._failed([key], "adopt", f"an earlier submit attempt ({', '.join(live)}) is live at CE {ce} but not found "
+                     f"by its tag; {'refusing to resubmit' if permanent else 'looking it up again'}",
+                     permanent=permanent)
+
+    async def _remove_jobs(self, ce: str, key: str, job_ids: list[str], *, wait_for_live: bool = False) -> bool:
+        """Cancel extra jobs and purge them; whether all were purged. With ``wait_for_live`` a job the cancel reached
+        is not purged yet: it is still ending, and Slurm writes its last words into the job's directory as it goes
+        (recreating a directory purged under it), so the sweep purges it once a cancel finds it ended. (A job purged
+        early by Adopt is found again by that sweep, which purges it once more.)"""
+        gateway = self._gateway(ce)
+        cancelled = await gateway.cancel(job_ids)
+        live = {outcome.job_id for outcome in cancelled if outcome.ok} if wait_for_live else set()
+        ended = [job for job in job_ids if job not in live]
+        for outcome in await gateway.purge(ended) if ended else []:
+            if not outcome.ok:
+                log.info("job key %s: purging extra job %s: %s", key, outcome.job_id, outcome.detail)
+        return not live
+
+    async def _sweep(self, ce: str, keys: Sequence[str]) -> list[str]:
+        """Before a key's last purge (or its forget without a job): look its tag up once more, cancel and purge every
+        job of its own attempts but the recorded one, discard what its other attempts left. Returns the keys swept;
+        the others had their failure recorded and wait for the next tick."""
+        if not keys:
+            return []
+        gateway = self._gateway(ce)
+        try:
+            found = await gateway.find_attempts(keys)
+        except JournalError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded against the keys, like any step
+            self._failed(keys, "sweep", exc, permanent=not self._policy.is_temporary(exc))
+            return []
+        swept: list[str] = []
+        for key in keys:
+            progress = self._state.progress.get(key)
+            if progress is None:
+                continue
+
+            async def body(key: str = key, progress: Progress = progress) -> None:
+                if key in found.in_flight:
+                    raise ConnectivityError(f"a submit of this key is still running in CE {ce}'s actor")
+                extras = [job for job in self._ours(ce, key, found) if job != progress.job_id]
+                if extras:
+                    log.warning("job key %s: an earlier attempt landed at CE %s as %s; cancelling and purging it",
+                                key, ce, ", ".join(extras))
+                    if not await self._remove_jobs(ce, key, extras, wait_for_live=True):
+                        self._failed([key], "sweep", f"cancelled {', '.join(extras)} (an earlier attempt's job); "
+                                     "purging it once it has ended", permanent=False)
+                        return
+                kept = found.jobs.get(key, {}).get(progress.job_id or "")
+                await gateway.discard_attempts([a for a in progress.submit_attempts if a != kept])
+                swept.append(key)
+
+            await self._guarded([key], "sweep", body())
+        return swept
+
+    def _needs_sweep(self, key: str) -> bool:
+        progress = self._state.progress.get(key)
+        if progress is None:
+            return False
+        return len(progress.submit_attempts) > 1 or (progress.job_id is None and bool(progress.submit_attempts))
 
     async def _cancel(self, ce: str, items: Sequence[tuple[str, str]]) -> None:
         async def body() -> None:
@@ -227,6 +339,15 @@ class Executor:
         await self._guarded([key for key, _ in items], "cancel", body())
 
     async def _purge(self, ce: str, items: Sequence[tuple[str, str]]) -> None:
+        try:
+            swept = set(await self._sweep(ce, [key for key, _ in items if self._needs_sweep(key)]))
+        except ConnectivityError as exc:  # no gateway for the CE
+            self._failed([key for key, _ in items], "purge", exc, permanent=False)
+            return
+        items = [(key, job_id) for key, job_id in items if key in swept or not self._needs_sweep(key)]
+        if not items:
+            return
+
         async def body() -> None:
             outcomes = await self._gateway(ce).purge([job_id for _, job_id in items])
             by_id = {outcome.job_id: outcome for outcome in outcomes}
@@ -254,5 +375,14 @@ class Executor:
         await self._guarded([action.key], "fetch", body())
 
     async def _forget(self, key: str) -> None:
+        if self._needs_sweep(key):
+            ce = self._state.desired[key].ce
+            try:
+                swept = await self._sweep(ce, [key])
+            except ConnectivityError as exc:  # no gateway for the CE
+                self._failed([key], "forget", exc, permanent=False)
+                return
+            if not swept:
+                return
         self._journal.forget(key)
         self._state.remove(key)

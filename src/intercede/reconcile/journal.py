@@ -5,8 +5,12 @@ file never leaves a half-written key. Progress is changed by reading the row, ap
 :class:`~intercede.reconcile.state.Progress` transition and writing the row back, inside that one transaction; each
 ``record_*`` method returns the new progress, so the caller's memory is exactly what is on disk.
 
-**The file holds secrets.** A spec's ``SecretStr`` values are stored *revealed*, because a job adopted or resubmitted
-after a crash needs them. The journal is therefore created with mode 0600 (an existing journal readable by others is
+**The file holds secrets, for as short a time as it can.** A spec's ``SecretStr`` values are stored *revealed*,
+because a key resubmitted after a crash needs them. Once a key has a job id it is never submitted again, so its secrets
+are scrubbed from the stored spec in the same transaction that records the job id (and forgetting a key deletes its
+rows). With ``secure_delete`` on, SQLite zeroes what it deletes, and :meth:`Journal.wipe` (the executor calls it after
+each plan) checkpoints the WAL and truncates it, so scrubbed or forgotten secrets are gone from the database file, its
+free pages and its WAL. Until then the journal is created with mode 0600 (an existing journal readable by others is
 tightened to 0600), SQLite gives its ``-wal``/``-shm`` files the same mode, and the directory should be private too.
 
 One reconciler owns a journal: a second :class:`Journal` on the same path (in this or another process) is refused,
@@ -39,7 +43,7 @@ from intercede.reconcile.state import Desired, Observation, Phase, Progress
 
 __all__ = ["Journal"]
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS desired (
@@ -47,12 +51,14 @@ CREATE TABLE IF NOT EXISTS desired (
     ce           TEXT NOT NULL,
     spec         TEXT NOT NULL,   -- JobSpec as canonical JSON, secrets revealed
     phase        TEXT NOT NULL,
-    destination  TEXT
+    destination  TEXT,
+    scrubbed     INTEGER NOT NULL DEFAULT 0  -- 1 once the spec's secrets were blanked (the key has a job id)
 );
 CREATE TABLE IF NOT EXISTS progress (
     key              TEXT PRIMARY KEY REFERENCES desired(key),
     job_id           TEXT,
     submit_intent    INTEGER NOT NULL DEFAULT 0,
+    submit_attempts  TEXT NOT NULL DEFAULT '[]',  -- JSON list of every attempt id journaled for the key
     state            TEXT,
     native_state     TEXT NOT NULL DEFAULT '',
     exit_code        INTEGER,
@@ -68,9 +74,15 @@ CREATE TABLE IF NOT EXISTS progress (
 );
 """
 
+# Each schema version's upgrade from the one before (a fresh journal gets _SCHEMA at once).
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ("ALTER TABLE desired ADD COLUMN scrubbed INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE progress ADD COLUMN submit_attempts TEXT NOT NULL DEFAULT '[]'"),
+}
+
 _PROGRESS_COLUMNS = (
-    "job_id", "submit_intent", "state", "native_state", "exit_code", "reason", "last_seen", "cancel_sent_at",
-    "manifest", "purged", "attempts", "next_attempt_at", "last_error", "permanent_error",
+    "job_id", "submit_intent", "submit_attempts", "state", "native_state", "exit_code", "reason", "last_seen",
+    "cancel_sent_at", "manifest", "purged", "attempts", "next_attempt_at", "last_error", "permanent_error",
 )
 _SELECT_PROGRESS = f"SELECT {', '.join(_PROGRESS_COLUMNS)} FROM progress WHERE key = ?"  # noqa: S608 - constants
 _UPDATE_PROGRESS = (
@@ -98,9 +110,18 @@ def spec_to_json(spec: JobSpec) -> str:
     return json.dumps(revealed, sort_keys=True, separators=(",", ":"))
 
 
+def scrub_secrets(text: str) -> str:
+    """:func:`spec_to_json` text with every secret value blanked (the names stay)."""
+    data = json.loads(text)
+    for copy in data.get("copies", []):
+        copy["secrets"] = dict.fromkeys(copy.get("secrets", {}), "")
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
 def _progress_to_row(p: Progress) -> tuple[Any, ...]:
     return (
-        p.job_id, int(p.submit_intent), p.state.value if p.state is not None else None, p.native_state,
+        p.job_id, int(p.submit_intent), json.dumps(list(p.submit_attempts)),
+        p.state.value if p.state is not None else None, p.native_state,
         p.exit_code, p.reason, p.last_seen, p.cancel_sent_at,
         p.manifest.model_dump_json() if p.manifest is not None else None,
         int(p.purged), p.attempts, p.next_attempt_at, p.last_error, p.permanent_error,
@@ -108,10 +129,11 @@ def _progress_to_row(p: Progress) -> tuple[Any, ...]:
 
 
 def _progress_from_row(row: Sequence[Any]) -> Progress:
-    (job_id, intent, state, native, exit_code, reason, last_seen, cancel_sent_at, manifest, purged, attempts,
-     next_attempt_at, last_error, permanent_error) = row
+    (job_id, intent, submit_attempts, state, native, exit_code, reason, last_seen, cancel_sent_at, manifest, purged,
+     attempts, next_attempt_at, last_error, permanent_error) = row
     return Progress(
-        job_id=job_id, submit_intent=bool(intent), state=JobState(state) if state is not None else None,
+        job_id=job_id, submit_intent=bool(intent), submit_attempts=tuple(json.loads(submit_attempts)),
+        state=JobState(state) if state is not None else None,
         native_state=native, exit_code=exit_code, reason=reason, last_seen=last_seen, cancel_sent_at=cancel_sent_at,
         manifest=OutputManifest.model_validate_json(manifest) if manifest is not None else None,
         purged=bool(purged), attempts=attempts, next_attempt_at=next_attempt_at, last_error=last_error,
@@ -164,6 +186,7 @@ class Journal:
         self.path = Path(path)
         self._lock_fd: int | None = None
         self._conn: sqlite3.Connection | None = None
+        self._deleted = False  # secrets were scrubbed or rows deleted since the last wipe()
         try:
             self._create_private()
             self._lock()
@@ -208,6 +231,8 @@ class Journal:
         # a job submitted twice. One fsync per step is cheap next to a remote submit.
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=5000")
+        # Deleted content (scrubbed secrets, forgotten keys) is overwritten with zeros, not left in free space.
+        conn.execute("PRAGMA secure_delete=ON")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > _SCHEMA_VERSION:
             raise JournalError(f"journal {self.path}: schema version {version} is newer than this intercede "
@@ -215,8 +240,13 @@ class Journal:
         if version < _SCHEMA_VERSION:
             with self._transaction("create the schema"):
                 # Not executescript: it COMMITs first, which would split the schema over transactions.
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    conn.execute(statement)
+                if version == 0:
+                    for statement in filter(str.strip, _SCHEMA.split(";")):
+                        conn.execute(statement)
+                else:
+                    for step in range(version + 1, _SCHEMA_VERSION + 1):
+                        for statement in _MIGRATIONS[step]:
+                            conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -266,14 +296,16 @@ class Journal:
         :class:`InvalidSpecError` naming the key if it is already declared with a different CE or spec."""
         text = spec_to_json(desired.spec)
         with self._transaction(f"declare {desired.key!r}") as conn:
-            row = conn.execute("SELECT ce, spec, phase, destination FROM desired WHERE key = ?",
+            row = conn.execute("SELECT ce, spec, phase, destination, scrubbed FROM desired WHERE key = ?",
                                (desired.key,)).fetchone()
             if row is not None:
-                ce, spec, phase, destination = row
+                ce, spec, phase, destination, scrubbed = row
                 if ce != desired.ce:
                     raise InvalidSpecError(f"job key {desired.key!r} is already declared on CE {ce!r}, "
                                            f"not {desired.ce!r}")
-                if spec != text:
+                # A scrubbed spec kept only its secrets' names: the same declaration is the same spec but for them
+                # (the job runs with the secrets it was submitted with whatever is declared now).
+                if spec != (scrub_secrets(text) if scrubbed else text):
                     raise InvalidSpecError(f"job key {desired.key!r} is already declared with a different spec")
                 return _desired_from_row(desired.key, ce, spec, phase, destination)
             conn.execute(
@@ -296,10 +328,33 @@ class Journal:
         return new
 
     def forget(self, key: str) -> None:
-        """Drop a key and its progress. Idempotent."""
+        """Drop a key and its progress (its secrets too, for good at the next :meth:`wipe`). Idempotent."""
         with self._transaction(f"forget {key!r}") as conn:
             conn.execute("DELETE FROM progress WHERE key = ?", (key,))
             conn.execute("DELETE FROM desired WHERE key = ?", (key,))
+        self._deleted = True
+
+    def wipe(self) -> None:
+        """Make deleted data unrecoverable from the files: checkpoint the WAL into the database and truncate it
+        (``secure_delete`` already zeroed the deleted content in the pages). Cheap when nothing was deleted."""
+        if not self._deleted:
+            return
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            raise _journal_error(self.path, "checkpoint the WAL", exc) from exc
+        self._deleted = False
+
+    @staticmethod
+    def _scrub_in(conn: sqlite3.Connection, key: str) -> bool:
+        """Blank the stored secrets of ``key``; whether anything changed."""
+        row = conn.execute("SELECT spec, scrubbed FROM desired WHERE key = ?", (key,)).fetchone()
+        if row is None or row[1]:
+            return False
+        original: str = row[0]
+        scrubbed = scrub_secrets(original)
+        conn.execute("UPDATE desired SET spec = ?, scrubbed = 1 WHERE key = ?", (scrubbed, key))
+        return scrubbed != original
 
     # ---- progress
 
@@ -327,16 +382,22 @@ class Journal:
             raise KeyError(key)
         return _progress_from_row(row)
 
-    def record_submit_intent(self, key: str) -> Progress:
-        """Written *before* the submit: from now on the key is adopted, never submitted again."""
-        return self._update(key, "record a submit intent", Progress.with_submit_intent)
+    def record_submit_intent(self, key: str, attempt: str | None = None) -> Progress:
+        """Written *before* the submit: from now on the key is adopted, never submitted again. ``attempt`` (the id
+        the submit carries to the resource) is added to the key's attempts."""
+        return self._update(key, "record a submit intent", lambda p: p.with_submit_intent(attempt))
 
     def clear_submit_intent(self, key: str) -> Progress:
         """Adopt found no job carrying the key's tag (or the CE refused the submit): the key may be submitted."""
         return self._update(key, "clear a submit intent", Progress.without_submit_intent)
 
     def record_job_id(self, key: str, job_id: str) -> Progress:
-        return self._update(key, "record a job id", lambda p: p.with_job_id(job_id))
+        """The key's job is known: it is never submitted again, so its secrets are scrubbed in the same step."""
+        with self._transaction(f"record a job id for {key!r}") as conn:
+            new = self._update_in(conn, key, lambda p: p.with_job_id(job_id))
+            scrubbed = self._scrub_in(conn, key)
+        self._deleted = self._deleted or scrubbed
+        return new
 
     def record_observation(self, key: str, status: JobStatus, seen_at: float | None = None) -> Progress:
         """Fold one status report into a key's progress (never backwards; see ``Progress.with_observation``).

@@ -22,6 +22,8 @@ class RetryPolicy:
     ``cancel_resend_after`` is how long a cancel is given to show up as a terminal state before it is sent again.
     ``purge_cancelled_after`` is how long after its cancel was sent a cancelled job's remote files are kept (a
     ``collect`` may still fetch them) before they are purged.
+    ``live_attempt_tries`` is how many times Adopt looks again for a job that claimed an earlier attempt's fence (it
+    runs, but its tag does not find it) before giving the key a permanent error rather than ever resubmitting it.
     """
 
     base: float = 1.0
@@ -32,6 +34,7 @@ class RetryPolicy:
     submits_per_tick: int = 100
     cancel_resend_after: float = 60.0
     purge_cancelled_after: float = 600.0
+    live_attempt_tries: int = 6
 
     def __post_init__(self) -> None:
         if self.base < 0 or self.cap < 0 or self.factor < 1:
@@ -40,6 +43,8 @@ class RetryPolicy:
             raise ValueError(f"jitter is a fraction in [0, 1], got {self.jitter}")
         if self.submits_per_tick < 0 or self.cancel_resend_after < 0 or not self.purge_cancelled_after >= 0:
             raise ValueError("submits_per_tick, cancel_resend_after and purge_cancelled_after must not be negative")
+        if self.live_attempt_tries < 1:
+            raise ValueError("live_attempt_tries must be at least 1")
 
     def delay(self, attempts: int, key: str = "") -> float:
         """Seconds to wait after ``attempts`` consecutive failures (``attempts`` >= 1)."""

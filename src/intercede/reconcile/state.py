@@ -98,9 +98,12 @@ class Desired:
         if self.phase is Phase.COLLECTED and self.destination is None:
             raise InvalidSpecError(f"job key {self.key!r}: collecting outputs needs a destination directory")
 
-    def submission(self) -> JobSpec:
-        """The spec as submitted: tagged with the key, so the job can be found again after a crash."""
-        return self.spec if self.spec.tag == self.key else self.spec.model_copy(update={"tag": self.key})
+    def submission(self, attempt: str | None = None) -> JobSpec:
+        """The spec as submitted: tagged with the key, so the job can be found again after a crash, and carrying
+        ``attempt`` (the journaled id of this submit attempt), so that a job found by the tag can be proven ours."""
+        if self.spec.tag == self.key and self.spec.attempt == attempt:
+            return self.spec
+        return self.spec.model_copy(update={"tag": self.key, "attempt": attempt})
 
     def with_phase(self, phase: Phase, destination: Path | None = None) -> Desired:
         """The same declaration in another phase (validated again)."""
@@ -117,10 +120,15 @@ class Progress:
     native details are the last observation (``state`` never moves backwards; a terminal observation is final).
     ``attempts`` counts consecutive failures of the current step; ``next_attempt_at`` (epoch seconds) holds the next
     step back. ``permanent_error`` stops every further action for the key and is surfaced to the WMS.
+
+    ``submit_attempts`` lists, in order, the id of every submit attempt ever journaled for the key (each submit gets
+    a new one, written with the intent before the submit): a job found by the key's tag is the key's own only if it
+    carries one of them. Empty for a key journaled before attempt ids existed.
     """
 
     job_id: str | None = None
     submit_intent: bool = False
+    submit_attempts: tuple[str, ...] = ()
     state: JobState | None = None
     native_state: str = ""
     exit_code: int | None = None
@@ -149,8 +157,10 @@ class Progress:
     def _advanced(self, **changes: object) -> Progress:
         return replace(self, attempts=0, next_attempt_at=None, last_error=None, **changes)  # type: ignore[arg-type]
 
-    def with_submit_intent(self) -> Progress:
-        return replace(self, submit_intent=True)
+    def with_submit_intent(self, attempt: str | None = None) -> Progress:
+        attempts = self.submit_attempts if attempt is None or attempt in self.submit_attempts \
+            else (*self.submit_attempts, attempt)
+        return replace(self, submit_intent=True, submit_attempts=attempts)
 
     def without_submit_intent(self) -> Progress:
         return replace(self, submit_intent=False)

@@ -37,6 +37,7 @@ from intercede.errors import InvalidSpecError
 from intercede.model import JobSpec, JobState, JobStatus, Resources
 
 __all__ = [
+    "ATTEMPT",
     "HOLD_REASONS",
     "PURGED",
     "SANDBOX",
@@ -57,8 +58,10 @@ __all__ = [
     "tag_constraint",
 ]
 
-#: Custom job attributes intercede sets: the idempotency tag, the purge mark, the local sandbox, the CLI workdir.
+#: Custom job attributes intercede sets: the idempotency tag, the submitter's attempt id, the purge mark, the local
+#: sandbox, the CLI workdir.
 TAG = "IntercedeTag"
+ATTEMPT = "IntercedeAttempt"
 PURGED = "IntercedePurged"
 SANDBOX = "IntercedeSandbox"
 WORKDIR = "IntercedeWorkdir"
@@ -178,6 +181,8 @@ def spooled_description(spec: JobSpec, *, executable: str, iwd: str, inputs: Seq
         desc["max_transfer_output_mb"] = str(max_output_mb)
     if tag is not None:
         desc[f"MY.{TAG}"] = _quote(tag)
+    if spec.attempt is not None:
+        desc[f"MY.{ATTEMPT}"] = _quote(spec.attempt)
     if proxy is not None:
         desc["x509userproxy"] = proxy
         desc["use_x509userproxy"] = "true"

@@ -43,7 +43,8 @@ from intercede.model import (
     SubmitResult,
 )
 
-__all__ = ["Options", "Tracker", "cancel", "fetch", "find_by_tag", "load", "purge", "status", "submit"]
+__all__ = ["Options", "Tracker", "cancel", "fetch", "find_attempts", "find_by_tag", "load", "purge", "status",
+           "submit"]
 
 T = TypeVar("T")
 _CHUNK = 200
@@ -234,16 +235,28 @@ async def fetch(client: CondorClient, options: Options, job_id: str, spec: JobSp
 
 async def find_by_tag(client: CondorClient, tags: Sequence[str]) -> dict[str, list[str]]:
     """Every job carrying each tag, in the queue or in the history, in submission order."""
-    found: dict[str, set[tuple[int, int]]] = {t: set() for t in tags}
-    projection = ["ClusterId", "ProcId", core.TAG]
+    return {tag: list(jobs) for tag, jobs in (await find_attempts(client, tags)).items()}
+
+
+async def find_attempts(client: CondorClient, tags: Sequence[str]) -> dict[str, dict[str, str | None]]:
+    """Every job carrying each tag, in submission order, with the attempt id the submit set on it (None if none).
+
+    No fence here (these backends are not ``Fenceable``): a bindings submit is one schedd transaction over the
+    CE actor's own connection, from a worker that dies with the actor's process; a transaction that is not committed
+    when its connection closes is dropped by the schedd, so an interrupted submit either is in the queue by the time
+    anyone can look again, or never will be. Nothing lands late, and a submit still running in a live actor is
+    reported in flight by that actor."""
+    found: dict[str, dict[tuple[int, int], str | None]] = {t: {} for t in tags}
+    projection = ["ClusterId", "ProcId", core.TAG, core.ATTEMPT]
     for chunk in _chunks(list(tags)):
         constraint = core.tag_constraint(chunk)
         ads = [*await client.call("query", constraint=constraint, projection=projection),
                *await client.call("history", constraint=constraint, projection=projection, match=-1)]
         for ad in ads:
             if ad.get(core.TAG) in found:
-                found[ad[core.TAG]].add((ad["ClusterId"], ad["ProcId"]))
-    return {t: [f"{c}.{p}" for c, p in sorted(ids)] for t, ids in found.items()}
+                attempt = ad.get(core.ATTEMPT)
+                found[ad[core.TAG]][(ad["ClusterId"], ad["ProcId"])] = attempt if isinstance(attempt, str) else None
+    return {t: {f"{c}.{p}": jobs[(c, p)] for c, p in sorted(jobs)} for t, jobs in found.items()}
 
 
 async def load(client: CondorClient) -> LoadReport:

@@ -143,7 +143,21 @@ def _classify(exc: BaseException, logged: str) -> str:
     return "error"
 
 
+def _die_with_parent() -> None:
+    """Have the kernel kill this worker when its parent (the backend's process) dies (Linux ``PR_SET_PDEATHSIG``):
+    a submit must not go on in an orphaned worker and land after the parent's successor found no job by its tag."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # not Linux: the parent's kill of a hung call is all there is
+        return
+
+
 def main() -> None:
+    _die_with_parent()
     log_path = os.environ["INTERCEDE_CONDOR_LOG"]
     channel = os.fdopen(os.dup(1), "w", encoding="utf-8")
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

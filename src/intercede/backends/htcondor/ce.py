@@ -104,3 +104,6 @@ class HTCondorCEBackend:
 
     async def find_by_tag(self, tags: Sequence[str]) -> dict[str, list[str]]:
         return await _ops.find_by_tag(self.client, tags)
+
+    async def find_attempts(self, tags: Sequence[str]) -> dict[str, dict[str, str | None]]:
+        return await _ops.find_attempts(self.client, tags)

@@ -86,6 +86,13 @@ _ANY_JOB_ID = re.compile(r"[0-9]+([_+][0-9\[\]%,-]*)?\Z")  # what Slurm may prin
 _SEARCHABLE_TAG = re.compile(r"[^\s,|]+\Z")  # --name takes a comma list; output fields are '|'-separated
 _CANCEL_ERROR = re.compile(r"Kill job error on job id (\S+): (.*)$")
 _NO_CONTROLLER = "Unable to contact slurm controller"
+# What sbatch says when it lost its controller (before, or in the middle of, the submit): the job may exist, so this is
+# never a refusal. slurm_errno.c: the SLURMCTLD_COMMUNICATIONS_* errors ("Unable to contact slurm controller (connect |
+# send | receive | shutdown failure)"), SLURM_PROTOCOL_SOCKET_IMPL_TIMEOUT, SLURM_PROTOCOL_SOCKET_ZERO_BYTES_SENT,
+# ESLURM_IN_STANDBY_MODE, EAGAIN while the controller is busy; and the socket errors of a dropped connection.
+_LOST_CONTROLLER = (_NO_CONTROLLER, "Socket timed out on send/recv operation", "Zero Bytes were transmitted",
+                    "standby mode", "temporarily unable to accept", "Resource temporarily unavailable",
+                    "Connection reset by peer", "Connection refused", "Broken pipe", "Communication connection failure")
 
 
 def _fail(result: CommandResult, why: str) -> CommandError | ConnectivityError:
@@ -182,8 +189,14 @@ class SlurmScheduler:
         return [*argv, *res.native, request.script]
 
     def parse_submit(self, result: CommandResult) -> str:
-        """The job id from ``<id>`` or ``<id>;<cluster>``; a refusal raises CommandError with sbatch's reason."""
+        """The job id from ``<id>`` or ``<id>;<cluster>``. A refusal (sbatch's own checks or the controller's answer)
+        raises CommandError with sbatch's reason; lost contact with the controller, or sbatch killed by a signal,
+        raises ConnectivityError: the job may have been submitted (never taken for a refusal)."""
         if not result.ok:
+            err = result.stderr.decode("utf-8", "replace")
+            if result.exit_status > 128 or any(p in err for p in _LOST_CONTROLLER):
+                raise ConnectivityError(f"sbatch (exit {result.exit_status}) lost its controller; the job may have "
+                                        f"been submitted: {err.strip()[-2000:]}")
             raise _fail(result, "submission refused")
         lines = _lines(result)
         job_id = lines[-1].split(";", 1)[0].strip() if lines else ""
