@@ -11,4 +11,6 @@ echo "[test] ruff, mypy --strict, import-linter" >&2
 .venv/bin/mypy
 .venv/bin/lint-imports
 echo "[test] pytest" >&2
-exec .venv/bin/pytest "$@"
+# Two workers (tests/conftest.py groups the tests so each stack, and Ray, lives on one): INTERCEDE_TEST_WORKERS=0
+# runs everything in this process.
+exec .venv/bin/pytest -n "${INTERCEDE_TEST_WORKERS:-2}" --dist loadgroup "$@"

@@ -1,0 +1,37 @@
+"""Test-session wiring shared by every folder: how the suite is split across pytest-xdist workers.
+
+``scripts/test.sh`` runs the suite on two workers with ``--dist loadgroup``; each group runs whole on one worker:
+
+* every test that starts Ray (the service, its CLI, notebooks, the fault suite) is in one group, ``ray``: Ray clusters
+  started side by side on one machine can find each other (``ray.init()`` and ``intercede run`` join the cluster
+  recorded under /tmp/ray), so they never run at the same time;
+* the contract suite is grouped by case (``slurm-24.11``, ``arc-7.2``, ...), so a stack starts on one worker only;
+* every other module is a group of its own.
+
+The stacks' start-up and their schedulers' latency, not the client's CPU, set most tests' duration, so two workers on
+two cores halve the wall time. Without xdist (``-p no:xdist`` or ``-n 0``) the markers are inert.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+_RAY_FOLDERS = ("tests/actors/", "tests/cli/", "tests/faults/", "tests/notebook/")
+_RAY_MODULES = ("tests/hostile/test_input_api.py", "tests/hostile/test_outputs_service.py")
+
+
+def _group(item: pytest.Item) -> str:
+    path = item.nodeid.split("::", 1)[0]
+    if path.startswith(_RAY_FOLDERS) or path in _RAY_MODULES:
+        return "ray"
+    callspec = getattr(item, "callspec", None)
+    case = callspec.params.get("case") if callspec is not None else None
+    case_id = getattr(case, "id", None)
+    return f"case-{case_id}" if isinstance(case_id, str) else path
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(_group(item)))
