@@ -134,17 +134,6 @@ class ARCStack:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
 
-def _address(container: DockerContainer) -> str:
-    wrapped = container.get_wrapped_container()
-    wrapped.reload()
-    settings = wrapped.attrs["NetworkSettings"]
-    address = settings.get("IPAddress") or next(
-        (n["IPAddress"] for n in (settings.get("Networks") or {}).values() if n.get("IPAddress")), "")
-    if not address:
-        raise RuntimeError(f"the container has no address on a bridge network: {settings}")
-    return str(address)
-
-
 def _export(stack: ARCStack) -> bool:
     """Copy the client's files out of /export once start.sh has written them all."""
     bits, _ = stack.container.get_wrapped_container().get_archive("/export/.")
@@ -172,7 +161,7 @@ def start(release: str = "7.0", *, timeout: float = 120.0) -> ARCStack:
     container.start()
     stack = ARCStack(container, "", suite, release, build_seconds=built if built > 5 else 0.0)
     try:
-        stack.host = _address(container)
+        stack.host = harness.container_address(container)
         harness.wait_for(lambda: _export(stack), f"ARC {release}: credentials exported", timeout)
         harness.wait_for(stack._ready, f"ARC {release}: REST answering over verified TLS, GLUE2 published", timeout)
         stack.version = stack.check("dpkg-query -W -f '${Version}' nordugrid-arc-arex").split("-")[0]

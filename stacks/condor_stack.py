@@ -168,17 +168,6 @@ class CondorStack:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
 
-def _address(container: DockerContainer) -> str:
-    wrapped = container.get_wrapped_container()
-    wrapped.reload()
-    settings = wrapped.attrs["NetworkSettings"]
-    address = settings.get("IPAddress") or next(
-        (n["IPAddress"] for n in (settings.get("Networks") or {}).values() if n.get("IPAddress")), "")
-    if not address:
-        raise RuntimeError(f"the container has no address on a bridge network: {settings}")
-    return str(address)
-
-
 def start(version: str = "23.9", *, kind: str = "condor", timeout: float = 120.0) -> CondorStack:
     """Start one stack (``kind`` is ``condor`` or ``condor_ce``); the caller must :meth:`CondorStack.stop` it."""
     suite = CONDOR_VERSIONS[version]
@@ -189,7 +178,7 @@ def start(version: str = "23.9", *, kind: str = "condor", timeout: float = 120.0
     container.start()
     stack = CondorStack(container, keys, "", 9619 if kind == "condor_ce" else 9618, suite, kind)
     try:
-        stack.host = _address(container)
+        stack.host = harness.container_address(container)
         harness.wait_for(stack._schedd_advertised, f"HTCondor {version} ({kind}): schedd advertised", timeout)
         harness.wait_for(lambda: bool(stack.exec("condor_status -startd -af Name").stdout.strip()),
                          f"HTCondor {version}: an execute slot advertised", timeout)

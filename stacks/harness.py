@@ -94,3 +94,16 @@ def stop_container(container: Any) -> None:
     except Exception as exc:
         if "state improper" not in str(exc) and "no such container" not in str(exc).lower():
             raise
+
+
+def container_address(container: Any) -> str:
+    """The address of a started testcontainers container on the engine's bridge network (clients reach its daemons
+    there, on their standard ports, so several stacks run side by side)."""
+    wrapped = container.get_wrapped_container()
+    wrapped.reload()
+    settings = wrapped.attrs["NetworkSettings"]
+    address = settings.get("IPAddress") or next(
+        (n["IPAddress"] for n in (settings.get("Networks") or {}).values() if n.get("IPAddress")), "")
+    if not address:
+        raise RuntimeError(f"the container has no address on a bridge network: {settings}")
+    return str(address)
