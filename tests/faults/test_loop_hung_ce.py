@@ -60,7 +60,7 @@ async def test_a_hung_ce_actor_delays_only_its_own_jobs_and_calls_to_it_time_out
     namespace = f"hung-ce-{uuid.uuid4().hex[:8]}"
     embedded = Settings.embedded(tmp_path / "data")
     (local,) = embedded.ce
-    ces = [local.model_copy(update={"name": n, "root": str(tmp_path / "data" / f"jobs-{n}")}) for n in "ab"]
+    ces = [local.model_copy(update={"name": n, "root": str(tmp_path / f"jobs-{n}")}) for n in "ab"]
     settings = embedded.model_copy(update={"namespace": namespace, "tick_interval": 0.2, "ce": ces})
     seam = RaySeam(namespace, timeout=3.0)  # the reconciler gets this seam, and its deadline
     ledger, outputs = tmp_path / "ledger", tmp_path / "out"
@@ -90,7 +90,7 @@ async def test_a_hung_ce_actor_delays_only_its_own_jobs_and_calls_to_it_time_out
         await ic.declare([request(k, "b", 0.5) for k in b_keys], progress=False)
         b_rows = await ic.wait(b_keys, until="collected", timeout=60, progress=False)
         a_while_stopped = [r for r in await ic.rows() if r["key"] in a_keys]
-        assert (tmp_path / "data" / "jobs-a").exists()
+        assert (tmp_path / "jobs-a").exists()
 
         os.kill(stopped, signal.SIGCONT)
         stopped = 0

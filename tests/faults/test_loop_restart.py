@@ -60,7 +60,7 @@ DRIVER = "import asyncio, sys; from tests.faults.test_loop_restart import drive;
 async def test_a_reconciler_restarted_by_ray_with_no_caller_alive_resumes_and_every_key_converges(
         tmp_path: Path) -> None:
     namespace = f"loop-restart-{uuid.uuid4().hex[:8]}"
-    settings = Settings.embedded(tmp_path / "data").model_copy(update={"namespace": namespace, "tick_interval": 0.2})
+    settings = Settings.embedded(tmp_path / "data", job_root=tmp_path / "jobs").model_copy(update={"namespace": namespace, "tick_interval": 0.2})
     plan, ledger, outputs = tmp_path / "faults.json", tmp_path / "ledger", tmp_path / "out"
     plan.write_text(json.dumps(PLAN))
     keys = [f"restart-{i}" for i in range(6)]
@@ -92,4 +92,4 @@ async def test_a_reconciler_restarted_by_ray_with_no_caller_alive_resumes_and_ev
     assert Counter(ledger.read_text().split()) == Counter({k: 1 for k in keys}), "each job ran exactly once"
     for k in keys:
         assert (outputs / k / "out.txt").read_text() == f"{k}\n"
-    assert list((tmp_path / "data" / "jobs").iterdir()) == [], "every job was purged at the resource"
+    assert list((tmp_path / "jobs").iterdir()) == [], "every job was purged at the resource"
