@@ -61,7 +61,7 @@ async def test_the_ce_actor_is_told_what_changed_and_everything_only_after_a_res
     seam = RecordingSeam()
     settings = Settings.embedded(tmp_path / "data", job_root=tmp_path / "jobs")
     actor = ReconcilerActor(settings, seam=seam, start=False)
-    ce: CEActor = seam.find(ce_actor_name("local"))
+    ce: CEActor = seam.actors[ce_actor_name("local")]
     keys = ["k0", "k1", "k2"]
     await actor.declare([JobRequest(k, "local", _spec("sleep 30")) for k in keys])
     try:
