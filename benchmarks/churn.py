@@ -100,7 +100,7 @@ async def tracking(data_dir: Path, keys: int, churn: float, ticks: int) -> dict[
                 wanted.discard(gone)
             wanted.update(f"{i}@bench" for i in range(next_id, next_id + n))
             next_id += n
-            actor._tell_tracking = old_shape if shape == "before" else new_shape  # type: ignore[method-assign]
+            actor._tell_tracking = old_shape if shape == "before" else new_shape  # type: ignore[method-assign,assignment]
             seam.calls.clear()
             start = time.perf_counter()
             await actor.observe()

@@ -305,7 +305,7 @@ class ReconcilerActor:
         _refuse_unknown(unknown)
         self._expire_watches()
         watch_id = secrets.token_hex(8)
-        pending = {r.key: None for r in rows if not _settled_row(r, until)}
+        pending = {r.key: None for r in rows if not self._key_settled(r.key, until)}
         self._watches[watch_id] = _Watch(until, pending, time.monotonic())
         return watch_id, [r.key for r in rows if r.key not in pending]
 
@@ -328,6 +328,7 @@ class ReconcilerActor:
         self._watches.pop(watch_id, None)
 
     def _key_settled(self, key: str, until: Until) -> bool:
+        """:func:`settled` for a key, read from the reconciler's state (without building its row)."""
         try:
             desired, progress = self.reconciler.desired(key), self.reconciler.progress(key)
         except KeyError:  # forgotten meanwhile: nothing more to wait for
@@ -384,15 +385,6 @@ class _Watch:
     until: Until
     pending: dict[str, None]  # ordered, for stable answers
     asked: float  # monotonic time of the last ask
-
-
-def _settled_row(row: KeyRow, until: Until) -> bool:
-    """:func:`settled` on a :class:`KeyRow` (without building its dict)."""
-    if row.permanent_error:
-        return True
-    if until == "collected":
-        return row.collected
-    return row.state in TERMINAL_STATES or (row.phase is Phase.CANCELLED and row.job_id is None)
 
 
 def _refuse_unknown(unknown: Sequence[str]) -> None:
