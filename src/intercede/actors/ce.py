@@ -1,7 +1,9 @@
 """CEActor: the one owner of a Computing Element's backend. A plain class; :mod:`.wiring` makes it a Ray actor.
 
-It keeps the set of job ids the reconciler tracks on this CE (:meth:`track_only`: the ids whose state can still
-change; a job whose final state the reconciler recorded is dropped) and runs ONE batched status poll per interval for
+It keeps the set of job ids the reconciler tracks on this CE (the ids whose state can still change; a job whose final
+state the reconciler recorded is dropped): the reconciler sends what to start and stop tracking (:meth:`track`,
+:meth:`untrack`), and the whole set (:meth:`track_only`) only when it meets a new instance of this actor or restarted
+itself. It runs ONE batched status poll per interval for
 all of them (the backend chunks the ids), caching each job's latest status with a change counter so the reconciler
 pulls only what changed (:meth:`changes`). A failed poll marks the CE unreachable and backs off exponentially; it never
 marks a job failed. Every other call (submit, cancel, fetch, ...) is forwarded to the backend under a bounded
@@ -92,26 +94,31 @@ class CEActor:
 
     # -- tracking and polling -----------------------------------------------------------------------------------
 
-    async def track(self, job_ids: Sequence[str]) -> None:
-        """Poll these ids from now on (idempotent)."""
+    async def track(self, job_ids: Sequence[str]) -> int:
+        """Poll these ids from now on (idempotent); returns how many ids are tracked now, so the sender can tell
+        whether its view and this actor's still agree."""
         self._tracked.update(job_ids)
+        return len(self._tracked)
 
-    async def track_only(self, job_ids: Sequence[str]) -> None:
+    async def track_only(self, job_ids: Sequence[str]) -> int:
         """Poll exactly these ids from now on: every other id is untracked and its cached status dropped.
 
         The reconciler sends the ids whose state can still change, so a job whose final state it has recorded (or
         that it purged or forgot) stops being polled: finished jobs nobody collects would otherwise be polled
-        forever. Level-triggered: after a restart of either actor the next call sets the right set again."""
+        forever. The full resync the reconciler sends after a restart of either actor; returns how many are
+        tracked."""
         keep = set(job_ids)
         for job_id in self._tracked - keep:
             self._cache.pop(job_id, None)
         self._tracked = keep
+        return len(keep)
 
-    async def untrack(self, job_ids: Sequence[str]) -> None:
-        """Stop polling these ids and drop their cached status."""
+    async def untrack(self, job_ids: Sequence[str]) -> int:
+        """Stop polling these ids and drop their cached status (idempotent); returns how many ids are tracked now."""
         for job_id in job_ids:
             self._tracked.discard(job_id)
             self._cache.pop(job_id, None)
+        return len(self._tracked)
 
     async def poll(self) -> bool:
         """One batched status query for every tracked id; returns whether the CE answered."""

@@ -15,13 +15,21 @@ import contextlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from tqdm.auto import tqdm
 
 from intercede.actors import cluster
 from intercede.actors.ce import CEHealth
-from intercede.actors.reconciler import ActionRecord, JobRequest, ReconcilerActor, ce_actor_name, reconciler_name
+from intercede.actors.reconciler import (
+    ActionRecord,
+    JobRequest,
+    ReconcilerActor,
+    Until,
+    ce_actor_name,
+    reconciler_name,
+    settled,
+)
 from intercede.actors.seam import RaySeam, Seam
 from intercede.actors.settings import Settings
 from intercede.backends.capabilities import LoadReport
@@ -30,13 +38,9 @@ from intercede.errors import (
     ConnectivityError,
     InvalidSpecError,
     TimeoutError,
-    UnknownKeyError,
 )
 
 __all__ = ["Intercede"]
-
-
-Until = Literal["terminal", "collected"]
 
 
 class Intercede:
@@ -178,34 +182,59 @@ class Intercede:
 
     async def wait(self, keys: Sequence[str], *, until: Until = "terminal", timeout: float = 3600.0,
                    interval: float = 0.5, progress: bool = True) -> list[dict[str, Any]]:
-        """Wait until every key is terminal (or collected); keys with a permanent error count as settled.
+        """Wait until every key is terminal (or collected); keys with a permanent error count as settled. Returns
+        the keys' rows, in their order.
 
-        Raises :class:`TimeoutError` listing the unsettled keys after ``timeout`` seconds.
+        The keys are sent once (:meth:`ReconcilerActor.watch`); each interval then moves only the keys that settled
+        since the last one (:meth:`ReconcilerActor.settled_since`), not every row. Once none is pending the rows are
+        fetched once, and any key found unsettled again (its phase changed meanwhile) is waited for too; a reconciler
+        that restarted meanwhile is asked again. :class:`UnknownKeyError` names keys never declared; raises
+        :class:`TimeoutError` listing the unsettled keys after ``timeout`` seconds.
         """
-        wanted = set(keys)
+        wanted = list(dict.fromkeys(keys))
         deadline = time.monotonic() + timeout
+        watching = wanted
         with tqdm(total=len(wanted), desc=f"wait ({until})", unit="job", disable=not progress) as bar:
             while True:
-                rows = [r for r in await self.rows() if r["key"] in wanted]
-                unknown = wanted - {r["key"] for r in rows}
-                if unknown:
-                    raise UnknownKeyError(f"never declared: {sorted(unknown)[:10]}")
-                settled = [r for r in rows if _settled(r, until)]
-                bar.update(len(settled) - bar.n)
-                if len(settled) == len(rows):
+                watch_id, done = await self._call("watch", watching, until)
+                pending = dict.fromkeys(watching)
+                try:
+                    while True:
+                        for key in done:
+                            pending.pop(key, None)
+                        bar.update(len(wanted) - len(pending) - bar.n)
+                        if not pending:
+                            break
+                        if time.monotonic() > deadline:
+                            raise TimeoutError(f"{len(pending)} jobs not {until} after {timeout:.0f} s: "
+                                               f"{sorted(pending)[:10]}")
+                        await asyncio.sleep(interval)
+                        asked: list[str] | None = await self._call("settled_since", watch_id)
+                        if asked is None:  # the reconciler restarted (or dropped the watch): watch what is left
+                            break
+                        done = asked
+                finally:
+                    if pending:
+                        with contextlib.suppress(Exception):  # best effort: an abandoned watch expires by itself
+                            await self._call("unwatch", watch_id)
+                if pending:
+                    watching = list(pending)
+                    continue
+                rows: list[dict[str, Any]] = await self._call("rows_of", wanted)
+                watching = [r["key"] for r in rows if not settled(r, until)]
+                if not watching:
+                    bar.update(len(wanted) - bar.n)
                     return rows
-                if time.monotonic() > deadline:
-                    pending = sorted(r["key"] for r in rows if not _settled(r, until))
-                    raise TimeoutError(f"{len(pending)} jobs not {until} after {timeout:.0f} s: {pending[:10]}")
-                await asyncio.sleep(interval)
 
+    async def rows_of(self, keys: Sequence[str]) -> list[dict[str, Any]]:
+        """The rows of ``keys`` only (as :meth:`rows`); :class:`UnknownKeyError` names keys never declared."""
+        rows: list[dict[str, Any]] = await self._call("rows_of", list(keys))
+        return rows
 
-def _settled(row: dict[str, Any], until: Until) -> bool:
-    if row["permanent_error"]:
-        return True
-    if until == "collected":
-        return bool(row["collected"])
-    return row["state"] in ("Done", "Failed", "Aborted") or (row["phase"] == "cancelled" and row["job_id"] is None)
+    async def counts(self) -> list[tuple[str, str | None, str, int]]:
+        """How many keys per (CE, state, wanted phase): ``(ce, state or None, phase, count)``, however many keys."""
+        counts: list[tuple[str, str | None, str, int]] = await self._call("counts")
+        return counts
 
 
 def _conflict(running: Settings, wanted: Settings) -> str:

@@ -4,26 +4,35 @@ The actor starts its own loop when it is constructed (as Ray Serve's controller 
 after every restart it performs, so the loop resumes from the journal with no caller keeping it alive.
 
 Each step pulls what changed from every CE actor, all at once (one cheap call each: the CE actors poll the resources
-on their own schedule), feeds it to the reconciler, tells each CE actor which ids to track (those not yet terminal: a
-job whose final state is recorded stops being polled), then runs one reconcile tick. A step waits for the CE actors'
-answers at most :attr:`ReconcilerActor.observe_wait` seconds: a CE actor that has not answered by then (hung,
-overloaded, its node gone) is marked unreachable, so its keys get no action, and its answer is folded in by a later
-step when it comes (each call is bounded by the seam's timeout). One hung CE actor therefore delays only its own
-jobs. Every step is caught, logged and timed; the loop sleeps and goes on.
+on their own schedule), feeds it to the reconciler, tells each CE actor which ids to start and stop tracking (it
+tracks those not yet terminal: a job whose final state is recorded stops being polled), then runs one reconcile tick.
+The tracking is sent as deltas against what this actor last told that CE actor instance, and only when there is one,
+so its cost follows churn; the whole set is sent when the CE actor's epoch is not the cursor's (Ray restarted it, or
+this reconciler restarted and its cursor is new), or when the count a CE actor reports after a delta is not the count
+sent.
 
-The WMS-facing methods (``declare``, ``cancel``, ``collect``, ``forget``) journal before they return.
+A step waits for the CE actors' answers at most :attr:`ReconcilerActor.observe_wait` seconds: a CE actor that has not
+answered by then (hung, overloaded, its node gone) is marked unreachable, so its keys get no action, and its answer is
+folded in by a later step when it comes (each call is bounded by the seam's timeout). One hung CE actor therefore
+delays only its own jobs. Every step is caught, logged and timed; the loop sleeps and goes on.
+
+The WMS-facing methods (``declare``, ``cancel``, ``collect``, ``forget``) journal before they return. The queries
+move what they are asked for: :meth:`~ReconcilerActor.counts` for summaries, :meth:`~ReconcilerActor.rows_of` for
+some keys, and :meth:`~ReconcilerActor.watch` / :meth:`~ReconcilerActor.settled_since` for a waiter, which gets the
+keys that settled since it last asked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from intercede.actors import metrics
 from intercede.actors.ce import CEActor, CEHealth
@@ -31,17 +40,21 @@ from intercede.actors.faults import CrashingGateway
 from intercede.actors.gateway import ActorGateway
 from intercede.actors.seam import RaySeam, Seam
 from intercede.actors.settings import Settings
-from intercede.model import JobSpec, JobStatus
+from intercede.errors import UnknownKeyError
+from intercede.model import JobSpec, JobState, JobStatus
 from intercede.reconcile import Journal, KeyRow, Phase, Reconciler, RetryPolicy
 from intercede.reconcile.gateway import CEGateway
 
-__all__ = ["ActionRecord", "JobRequest", "ReconcilerActor", "ce_actor_name", "reconciler_name"]
+__all__ = ["ActionRecord", "JobRequest", "ReconcilerActor", "Until", "ce_actor_name", "reconciler_name", "settled"]
 
 log = logging.getLogger(__name__)
 
 # Reports of job ids the reconciler does not know yet, kept per CE (the newest); a bound against ids that never
 # become known (a job whose key was forgotten while its CE actor still tracked it).
 MAX_UNMATCHED = 100_000
+# A waiter asks every fraction of a second; a watch nobody asked for this long was abandoned (its caller died).
+WATCH_IDLE = 600.0
+MAX_WATCHES = 100
 
 
 def reconciler_name() -> str:
@@ -97,12 +110,16 @@ class ReconcilerActor:
         policy = RetryPolicy(purge_cancelled_after=settings.purge_cancelled_after)
         self.reconciler = Reconciler(Journal(settings.journal_path), gateways, policy=policy)
         self._cursors: dict[str, tuple[str, int]] = {name: ("", 0) for name in self._ces}
+        # The ids each CE actor was last told to track (valid for the instance of the cursor's epoch only).
+        self._told: dict[str, set[str]] = {name: set() for name in self._ces}
+        self.resyncs = 0  # full tracking lists sent (diagnostics and the churn benchmark)
         self._pulls: dict[str, asyncio.Task[Pull | None]] = {}
         self._unmatched: dict[str, dict[str, JobStatus]] = {name: {} for name in self._ces}
         self._lagging: set[str] = set()  # CEs whose actor missed the last wait; no step waits for them again
         # A healthy CE actor answers in milliseconds; the wait only bounds what a hung one costs a step.
         self.observe_wait = min(self._seam.timeout, max(5.0, settings.tick_interval))
         self._actions: deque[ActionRecord] = deque(maxlen=1000)
+        self._watches: dict[str, _Watch] = {}
         self._loop: asyncio.Task[None] | None = None
         self.ticks = 0
         self.tick_errors = 0
@@ -198,16 +215,38 @@ class ReconcilerActor:
         epoch, since = self._cursors[name]
         try:
             pulled: Pull = await self._seam.call(handle, "changes", epoch, since)
-            if pulled[0] != epoch:
+            fresh = pulled[0] != epoch
+            if fresh:
                 # A CE actor instance this loop has not seen yet: Ray restarted it (a crash, its node died) and its
                 # __init__ ran again, so its poll loop is not running. Without this it would never poll again.
                 await self._seam.call(handle, "start")
-            # Exactly the ids whose state can still change: jobs whose final state is recorded stop being polled.
-            await self._seam.call(handle, "track_only", self.reconciler.tracked_job_ids(name))
+            await self._tell_tracking(name, handle, resync=fresh)
         except Exception as exc:  # noqa: BLE001 - a CE actor that cannot answer makes its CE unreachable, no more
             log.warning("CE actor %s did not answer: %s", name, exc)
             return None
         return pulled
+
+    async def _tell_tracking(self, name: str, handle: Any, *, resync: bool) -> None:
+        """Tell a CE actor which ids to start and stop tracking: exactly the ids whose state can still change.
+
+        Deltas against :attr:`_told`, each sent only when non-empty; the whole set when ``resync`` (an instance
+        this loop has not told anything yet) or when the count the CE actor answers is not ours (it tracked a
+        submit's ids itself, or untracked a purge's, that this reconciler never adopted). ``_told`` is updated only
+        after a call is answered: an unanswered one is sent again (all three calls are idempotent)."""
+        wanted = set(self.reconciler.tracked_job_ids(name))
+        told = self._told[name]
+        count = len(told)
+        if not resync:
+            if added := wanted - told:
+                count = await self._seam.call(handle, "track", sorted(added))
+                told |= added
+            if removed := told - wanted:
+                count = await self._seam.call(handle, "untrack", sorted(removed))
+                told -= removed
+        if resync or count != len(wanted):
+            self.resyncs += 1
+            await self._seam.call(handle, "track_only", sorted(wanted))
+            self._told[name] = wanted
 
     def close(self) -> None:
         """Stop the loop and the pulls in flight and release the journal (idempotent): before the actor is replaced
@@ -247,7 +286,72 @@ class ReconcilerActor:
     # -- queries ----------------------------------------------------------------------------------------------
 
     async def rows(self) -> list[dict[str, Any]]:
+        """Every key's row: moves every row; :meth:`rows_of`, :meth:`unsettled` and :meth:`counts` move less."""
         return [_row(r) for r in self.reconciler.snapshot()]
+
+    async def rows_of(self, keys: Sequence[str]) -> list[dict[str, Any]]:
+        """The rows of ``keys``; :class:`UnknownKeyError` names the keys never declared."""
+        rows, unknown = self.reconciler.rows_of(keys)
+        _refuse_unknown(unknown)
+        return [_row(r) for r in rows]
+
+    async def watch(self, keys: Sequence[str], until: Until = "terminal") -> tuple[str, list[str]]:
+        """Start watching ``keys`` until they are settled (see :func:`settled`): ``(watch id, keys settled
+        already)``. :meth:`settled_since` then answers with the keys that settled since the last ask, so a waiter
+        over many keys moves what changed, not every row. :class:`UnknownKeyError` names the keys never declared (and
+        no watch starts). A watch ends with :meth:`unwatch`, when all its keys settled, or after
+        :data:`WATCH_IDLE` seconds without an ask; at most :data:`MAX_WATCHES` run (the oldest is dropped)."""
+        rows, unknown = self.reconciler.rows_of(keys)
+        _refuse_unknown(unknown)
+        self._expire_watches()
+        watch_id = secrets.token_hex(8)
+        pending = {r.key: None for r in rows if not self._key_settled(r.key, until)}
+        self._watches[watch_id] = _Watch(until, pending, time.monotonic())
+        return watch_id, [r.key for r in rows if r.key not in pending]
+
+    async def settled_since(self, watch_id: str) -> list[str] | None:
+        """The watched keys that settled since the last ask (they are not asked about again); None if there is no
+        such watch (it ended, or this actor restarted: watch again)."""
+        self._expire_watches()
+        watch = self._watches.get(watch_id)
+        if watch is None:
+            return None
+        watch.asked = time.monotonic()
+        done = [key for key in watch.pending if self._key_settled(key, watch.until)]
+        for key in done:
+            del watch.pending[key]
+        if not watch.pending:
+            del self._watches[watch_id]
+        return done
+
+    async def unwatch(self, watch_id: str) -> None:
+        self._watches.pop(watch_id, None)
+
+    def _key_settled(self, key: str, until: Until) -> bool:
+        """:func:`settled` for a key, read from the reconciler's state (without building its row)."""
+        try:
+            desired, progress = self.reconciler.desired(key), self.reconciler.progress(key)
+        except KeyError:  # forgotten meanwhile: nothing more to wait for
+            return True
+        if progress.permanent_error:
+            return True
+        if until == "collected":
+            return progress.manifest is not None and progress.purged
+        return progress.state in TERMINAL_STATES or (desired.phase is Phase.CANCELLED and progress.job_id is None)
+
+    def _expire_watches(self) -> None:
+        idle = time.monotonic() - WATCH_IDLE
+        for watch_id in [w for w, watch in self._watches.items() if watch.asked < idle]:
+            del self._watches[watch_id]
+        while len(self._watches) >= MAX_WATCHES:
+            del self._watches[next(iter(self._watches))]
+
+    async def counts(self) -> list[tuple[str, str | None, str, int]]:
+        """How many keys per (CE, state, wanted phase), as ``(ce, state or None, phase, count)`` sorted: what a
+        summary needs, whatever the number of keys."""
+        counted = self.reconciler.counts()
+        return sorted(((ce, state.value if state else None, phase.value, n)
+                       for (ce, state, phase), n in counted.items()), key=lambda c: (c[0], c[1] or "", c[2]))
 
     async def ce_health(self) -> list[CEHealth]:
         """Every CE actor's health, asked concurrently; :class:`TimeoutError` if one does not answer in time."""
@@ -259,7 +363,34 @@ class ReconcilerActor:
 
     async def stats(self) -> dict[str, Any]:
         return {"ticks": self.ticks, "tick_errors": self.tick_errors, "last_tick_seconds": self.last_tick_seconds,
-                "last_error": self.last_error, "keys": len(self.reconciler.snapshot())}
+                "last_error": self.last_error, "keys": self.reconciler.key_count(), "resyncs": self.resyncs}
+
+
+Until = Literal["terminal", "collected"]
+TERMINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.ABORTED})
+
+
+def settled(row: dict[str, Any], until: Until) -> bool:
+    """Whether a row (of :meth:`ReconcilerActor.rows`) has got where :meth:`Intercede.wait` waits for: terminal (or
+    cancelled before it had a job), or collected; a key with a permanent error counts as settled."""
+    if row["permanent_error"]:
+        return True
+    if until == "collected":
+        return bool(row["collected"])
+    return row["state"] in ("Done", "Failed", "Aborted") or (row["phase"] == "cancelled" and row["job_id"] is None)
+
+
+@dataclass(slots=True)
+class _Watch:
+    until: Until
+    pending: dict[str, None]  # ordered, for stable answers
+    asked: float  # monotonic time of the last ask
+
+
+def _refuse_unknown(unknown: Sequence[str]) -> None:
+    if unknown:
+        raise UnknownKeyError(f"never declared: {sorted(unknown)[:10]}" +
+                              (f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""))
 
 
 def _row(row: KeyRow) -> dict[str, Any]:

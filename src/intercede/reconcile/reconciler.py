@@ -10,6 +10,7 @@ exactly where the last one stopped: keys with a submit intent and no job id are 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,14 +262,32 @@ class Reconciler:
 
     def snapshot(self) -> list[KeyRow]:
         """One row per key, sorted by key."""
-        rows = []
-        for key in sorted(self._state.desired):
-            d, p = self._state.desired[key], self._state.progress[key]
-            rows.append(KeyRow(key, d.ce, d.phase, p.state, p.native_state, p.exit_code, p.job_id, p.last_seen,
-                               p.attempts, p.last_error, p.permanent_error,
-                               collected=p.manifest is not None and p.purged,
-                               outputs=p.manifest.destination if p.manifest else None))
-        return rows
+        return [self._row(key) for key in sorted(self._state.desired)]
+
+    def rows_of(self, keys: Iterable[str]) -> tuple[list[KeyRow], list[str]]:
+        """The rows of ``keys`` (in their order, each once) and the keys never declared: costs follow the keys asked
+        for, not the keys declared."""
+        rows, unknown = [], []
+        for key in dict.fromkeys(keys):
+            if key in self._state.desired:
+                rows.append(self._row(key))
+            else:
+                unknown.append(key)
+        return rows, unknown
+
+    def key_count(self) -> int:
+        return len(self._state.desired)
+
+    def counts(self) -> Counter[tuple[str, JobState | None, Phase]]:
+        """How many keys there are per (CE, state, wanted phase); state None: no state observed yet."""
+        desired, progress = self._state.desired, self._state.progress
+        return Counter((d.ce, progress[key].state, d.phase) for key, d in desired.items())
+
+    def _row(self, key: str) -> KeyRow:
+        d, p = self._state.desired[key], self._state.progress[key]
+        return KeyRow(key, d.ce, d.phase, p.state, p.native_state, p.exit_code, p.job_id, p.last_seen, p.attempts,
+                      p.last_error, p.permanent_error, collected=p.manifest is not None and p.purged,
+                      outputs=p.manifest.destination if p.manifest else None)
 
     def close(self) -> None:
         self._journal.close()
