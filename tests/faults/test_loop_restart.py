@@ -60,7 +60,8 @@ DRIVER = "import asyncio, sys; from tests.faults.test_loop_restart import drive;
 async def test_a_reconciler_restarted_by_ray_with_no_caller_alive_resumes_and_every_key_converges(
         tmp_path: Path) -> None:
     namespace = f"loop-restart-{uuid.uuid4().hex[:8]}"
-    settings = Settings.embedded(tmp_path / "data", job_root=tmp_path / "jobs").model_copy(update={"namespace": namespace, "tick_interval": 0.2})
+    settings = Settings.embedded(tmp_path / "data", job_root=tmp_path / "jobs").model_copy(
+        update={"namespace": namespace, "tick_interval": 0.2})
     plan, ledger, outputs = tmp_path / "faults.json", tmp_path / "ledger", tmp_path / "out"
     plan.write_text(json.dumps(PLAN))
     keys = [f"restart-{i}" for i in range(6)]
