@@ -3,6 +3,7 @@ one ``intercede run --serve`` kept alive in the background for the commands that
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -86,17 +87,16 @@ def _wait_for_line(path: Path, pattern: str, process: subprocess.Popen[bytes], t
     raise AssertionError(f"no {pattern!r} from intercede run (exit {process.poll()}):\n{path.read_text()}")
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """``intercede run --serve --jobs 4 --address local``, started in a temporary folder; SIGTERM at the end."""
-    folder = tmp_path_factory.mktemp("serve")
+@contextlib.contextmanager
+def running(folder: Path, argv: list[str], ready_timeout: float, **env: str) -> Iterator[Service]:
+    """``intercede ARGV`` started in ``folder`` until it says it is serving (output in stdout.txt / stderr.txt);
+    SIGTERM at the end."""
     out, err = folder / "stdout.txt", folder / "stderr.txt"
     with out.open("wb") as o, err.open("wb") as e:
-        process = subprocess.Popen([INTERCEDE, "run", "--serve", "--jobs", "4", "--address", "local"], cwd=folder,
-                                   env=environment(), stdout=o, stderr=e)
+        process = subprocess.Popen([INTERCEDE, *argv], cwd=folder, env=environment(**env), stdout=o, stderr=e)
     try:
         address = _wait_for_line(out, r"Ray cluster at (\S+),", process, 120).group(1)
-        _wait_for_line(out, r"serving; Ctrl-C to stop", process, 300)
+        _wait_for_line(out, r"serving; Ctrl-C to stop", process, ready_timeout)
         yield Service(process, folder, address, out, err)
     finally:
         process.send_signal(signal.SIGTERM)
@@ -105,6 +105,13 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """``intercede run --serve --jobs 4 --address local``, started in a temporary folder; SIGTERM at the end."""
+    with running(tmp_path_factory.mktemp("serve"), ["run", "--serve", "--jobs", "4", "--address", "local"], 300) as s:
+        yield s
 
 
 # -- the HTCondor kinds' stacks (25.x) ---------------------------------------------------------------------------

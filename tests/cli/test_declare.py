@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,38 +12,22 @@ from pathlib import Path
 import pytest
 
 from tests.cli.conftest import (
-    INTERCEDE,
     Result,
     Service,
-    _wait_for_line,
     assert_user_error,
     condor_config,
-    environment,
     intercede,
+    running,
 )
 from tests.contract.cases_htcondor import CondorSetup
 
 pytestmark = pytest.mark.cli
 
 
-@contextlib.contextmanager
-def serving(folder: Path, *args: str | Path) -> Iterator[Service]:
+def serving(folder: Path, *args: str | Path) -> contextlib.AbstractContextManager[Service]:
     """``intercede serve --address local ARGS`` in ``folder``, its job directories under a private state dir."""
-    out, err = folder / "stdout.txt", folder / "stderr.txt"
-    with out.open("wb") as o, err.open("wb") as e:
-        process = subprocess.Popen([INTERCEDE, "serve", "--address", "local", *map(str, args)], cwd=folder,
-                                   env=environment(XDG_STATE_HOME=str(folder / "state")), stdout=o, stderr=e)
-    try:
-        address = _wait_for_line(out, r"Ray cluster at (\S+),", process, 120).group(1)
-        _wait_for_line(out, r"serving; Ctrl-C to stop", process, 120)
-        yield Service(process, folder, address, out, err)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+    return running(folder, ["serve", "--address", "local", *map(str, args)], 120,
+                   XDG_STATE_HOME=str(folder / "state"))
 
 
 @pytest.fixture(scope="module")
