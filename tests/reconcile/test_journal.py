@@ -115,6 +115,22 @@ def test_observations_in_bulk_are_written_whole_or_not_at_all(journal: Journal) 
     assert journal.progress("k").state is None
 
 
+def test_a_batch_writes_all_its_records_in_one_transaction_or_none(path: Path, journal: Journal) -> None:
+    journal.declare(Desired("a", "ce", SPEC))
+    journal.declare(Desired("b", "ce", SPEC))
+    with journal.batch():
+        journal.record_submit_intent("a", "att-a")
+        journal.record_job_id("b", "7")
+        reader = sqlite3.connect(path)  # another connection sees nothing before the batch ends
+        assert reader.execute("SELECT count(*) FROM progress WHERE job_id IS NOT NULL").fetchone()[0] == 0
+        reader.close()
+    assert journal.progress("a").submit_attempts == ("att-a",) and journal.progress("b").job_id == "7"
+    with pytest.raises(KeyError), journal.batch():
+        journal.record_submit_intent("a", "att-2")
+        journal.record_job_id("nope", "8")
+    assert journal.progress("a").submit_attempts == ("att-a",)  # the failed batch left nothing behind
+
+
 # ---- declarations
 
 

@@ -1,6 +1,7 @@
 """The durable journal of a reconciler: desired state and progress per key, in SQLite (WAL mode).
 
-Every public write is one transaction: it either happens whole or not at all, so a crash, a full disk or a read-only
+Every public write is one transaction (or part of the one transaction of a :meth:`Journal.batch`): it either happens
+whole or not at all, so a crash, a full disk or a read-only
 file never leaves a half-written key. Progress is changed by reading the row, applying a pure
 :class:`~intercede.reconcile.state.Progress` transition and writing the row back, inside that one transaction; each
 ``record_*`` method returns the new progress, so the caller's memory is exactly what is on disk.
@@ -187,6 +188,7 @@ class Journal:
         self._lock_fd: int | None = None
         self._conn: sqlite3.Connection | None = None
         self._deleted = False  # secrets were scrubbed or rows deleted since the last wipe()
+        self._batch_depth = 0  # > 0 inside batch(): writes join its one transaction
         try:
             self._create_private()
             self._lock()
@@ -273,8 +275,34 @@ class Journal:
         return self._conn
 
     @contextlib.contextmanager
+    def batch(self, what: str = "write a batch") -> Iterator[None]:
+        """Group every write made inside the block into one transaction (one fsync): all of them are on disk when the
+        block exits normally, none of them if it raises (the exception propagates). Writes inside a batch return the
+        new progress as usual, but it is durable only once the block exits. Batches do not nest (a nested ``batch``
+        joins the outer one)."""
+        if self._batch_depth:
+            self._batch_depth += 1
+            try:
+                yield
+            finally:
+                self._batch_depth -= 1
+            return
+        with self._transaction(what):
+            self._batch_depth = 1
+            try:
+                yield
+            finally:
+                self._batch_depth = 0
+
+    @contextlib.contextmanager
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
         conn = self._db
+        if self._batch_depth:  # inside batch(): the batch's one transaction commits or rolls back everything
+            try:
+                yield conn
+            except sqlite3.Error as exc:
+                raise _journal_error(self.path, what, exc) from exc
+            return
         try:
             # IMMEDIATE takes the write lock up front, so a read-then-write cannot be interleaved.
             conn.execute("BEGIN IMMEDIATE")
