@@ -63,7 +63,7 @@ async def measure(data_dir: Path, jobs: int, poll: float, settle: float) -> dict
     await ic.declare([JobRequest(k, "local", JobSpec(executable="/bin/true")) for k in keys], progress=False)
     rows = await ic.wait(keys, timeout=3600, progress=False)
     done = time.perf_counter() - start
-    assert all(r["state"] == "Done" for r in rows), [r for r in rows if r["state"] != "Done"][:3]
+    assert all(r.state == "Done" for r in rows), [r for r in rows if r.state != "Done"][:3]
     handle = ray.get_actor(ce_actor_name("local"), namespace=settings.namespace)
     for _ in range(max(1, round(settle / poll))):  # the reconciler untracks on its own schedule: look each poll
         if not (await ic.ce_health())[0].tracked:
@@ -72,7 +72,7 @@ async def measure(data_dir: Path, jobs: int, poll: float, settle: float) -> dict
     tracked = (await ic.ce_health())[0].tracked
     actor_poll = await median_seconds(lambda: handle.poll.remote())
     backend = BatchBackend(LocalTransport(), DirectScheduler(ce.root), ce.root)
-    ids = [r["job_id"] for r in rows]
+    ids = [r.job_id for r in rows]
     all_ids = await median_seconds(lambda: backend.status(ids))
     return {"jobs": jobs, "done_after": done, "tracked": tracked, "actor_poll": actor_poll, "all_ids": all_ids}
 

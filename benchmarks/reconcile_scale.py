@@ -197,9 +197,9 @@ async def through_intercede(settings: Settings, jobs: int) -> tuple[float, float
     declared = time.perf_counter() - start
     rows = await ic.wait([r.key for r in requests], until="collected", timeout=1800, progress=False)
     elapsed = time.perf_counter() - start
-    bad = [r for r in rows if r["state"] != "Done" or r["permanent_error"] or not r["collected"]]
+    bad = [r for r in rows if r.state != "Done" or r.permanent_error or not r.collected]
     assert not bad, f"{len(bad)} keys did not end Done and collected: {bad[:2]}"
-    assert all((outputs / r["key"] / "stdout.txt").is_file() for r in rows)
+    assert all((outputs / r.key / "stdout.txt").is_file() for r in rows)
     assert not any((settings.data_dir / "jobs").iterdir()), "purged job directories are left"
     return elapsed, declared
 

@@ -64,6 +64,7 @@ if TYPE_CHECKING:
         Resources,
         SubmitResult,
     )
+    from intercede.reconcile.reconciler import KeyRow
     from intercede.reconcile.state import Phase
 
 __all__ = [
@@ -92,6 +93,7 @@ __all__ = [
     "JobSpec",
     "JobState",
     "JobStatus",
+    "KeyRow",
     "LoadReport",
     "LoadReporter",
     "LocalTransport",
@@ -150,6 +152,7 @@ _WHERE = {
     "JobSpec": "model",
     "JobState": "model",
     "JobStatus": "model",
+    "KeyRow": "reconcile.reconciler",
     "LoadReport": "backends.capabilities",
     "LoadReporter": "backends.capabilities",
     "LocalTransport": "backends.transports.local",

@@ -9,7 +9,9 @@ be cancelled, collects every output and prints a final table. ``--serve`` keeps 
 ``run --config FILE --jobs 0 --serve``); ``intercede declare FILE`` declares the jobs of a TOML/JSON file into it.
 
 ``intercede status`` / ``cancel KEY...`` / ``collect KEY... --to DIR`` attach to a running intercede (its named actors
-in a Ray cluster: ``--address``, default auto). ``intercede ce check NAME --config FILE`` checks one CE directly
+in a Ray cluster: ``--address``, default auto); ``collect`` writes ``DIR/<key>`` on the machine where it runs, wherever
+the actors run (pulled through Ray, see :meth:`Intercede.collect <intercede.actors.client.Intercede.collect>`).
+``intercede ce check NAME --config FILE`` checks one CE directly
 (connectivity, authentication, a tiny test job), without Ray.
 
 Exit status: 0 success; 1 a CE failed its check, or the sample jobs did not end as expected; 2 a user error (a bad
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -47,6 +50,7 @@ from intercede.reconcile.state import Phase
 
 if TYPE_CHECKING:
     from intercede.actors.client import Intercede
+    from intercede.reconcile import KeyRow
 
 # The modules that import Ray are imported by the commands that use it: `ce check` and a bad config answer at once.
 
@@ -139,11 +143,11 @@ async def _sample(ic: Intercede, settings: Settings, ce: str, args: argparse.Nam
     await ic.cancel(doomed)
     await ic.wait(list(jobs), until="terminal", timeout=args.timeout)
     outputs = settings.data_dir / "outputs"
-    await ic.collect(list(jobs), outputs)
-    rows = await ic.wait(list(jobs), until="collected", timeout=args.timeout)
-    _table(rows, {k: kind for k, (_, kind) in jobs.items()})
+    pulled = await ic.collect(list(jobs), outputs, timeout=args.timeout)
+    rows = await ic.rows_of(list(jobs))
+    _table(rows, {k: kind for k, (_, kind) in jobs.items()}, {k: m.destination for k, m in pulled.items()})
     print(f"outputs under {outputs}", flush=True)
-    return all(r["state"] == _expected(jobs[r["key"]][1]) for r in rows)
+    return all(r.state == _expected(jobs[r.key][1]) for r in rows)
 
 
 async def _until_signalled() -> None:
@@ -158,8 +162,8 @@ async def _until_running(ic: Intercede, keys: list[str], timeout: float) -> None
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        rows = [r for r in await ic.rows() if r["key"] in keys]
-        if all(r["state"] in ("Running", "Done", "Failed", "Aborted") for r in rows):
+        rows = await ic.rows_of(keys)
+        if all(r.state in ("Running", "Done", "Failed", "Aborted") for r in rows):
             return
         await asyncio.sleep(0.3)
 
@@ -168,12 +172,11 @@ def _expected(kind: str) -> str:
     return {"done": "Done", "failed": "Failed", "cancelled": "Aborted"}[kind]
 
 
-def _table(rows: list[dict[str, object]], kinds: dict[str, str]) -> None:
+def _table(rows: list[KeyRow], kinds: dict[str, str], pulled: dict[str, Path]) -> None:
     print(f"\n{'key':22} {'wanted':9} {'state':8} {'exit':>4}  {'collected':9}  outputs")
     for r in rows:
-        key = str(r["key"])
-        outputs = r["outputs"] or "-"
-        print(f"{key:22} {kinds[key]:9} {r['state']!s:8} {r['exit_code']!s:>4}  {r['collected']!s:9}  {outputs}")
+        outputs = pulled.get(r.key) or "-"
+        print(f"{r.key:22} {kinds[r.key]:9} {r.state!s:8} {r.exit_code!s:>4}  {r.collected!s:9}  {outputs}")
 
 
 # -- status, cancel, collect: attached to a running intercede ------------------------------------------------------
@@ -189,28 +192,34 @@ def _attach(args: argparse.Namespace) -> Intercede:
 
 
 async def _status(args: argparse.Namespace) -> int:
+    """Counts for the summary (however many keys), and only the rows shown: the keys asked for, else the first
+    ``--limit``."""
     ic = _attach(args)
-    rows, health, stats = await ic.rows(), await ic.ce_health(), await ic.stats()
     if args.keys:
-        rows = [r for r in rows if r["key"] in set(args.keys)]
+        await _known(ic, args.keys)
+    counts, health, stats = await ic.counts(), await ic.ce_health(), await ic.stats()
+    rows = await ic.rows_of(args.keys) if args.keys else await ic.rows(limit=args.limit)
+    total = sum(n for *_, n in counts)
     if args.json:
-        print(json.dumps({"rows": rows, "ces": [h.model_dump() for h in health], "stats": stats}, default=str,
-                         indent=1))
+        print(json.dumps({"rows": [dataclasses.asdict(r) for r in rows],
+                          "counts": [{"ce": ce, "state": state, "phase": phase, "count": n}
+                                     for ce, state, phase, n in counts],
+                          "ces": [h.model_dump() for h in health], "stats": stats}, default=str, indent=1))
         return 0
     where = ic.cluster_address() or "?"
-    print(f"intercede at {where}: {text.state_summary(rows)}; {stats.get('ticks', 0)} reconcile ticks, "
+    print(f"intercede at {where}: {text.counts_summary(counts)}; {stats.get('ticks', 0)} reconcile ticks, "
           f"{stats.get('tick_errors', 0)} errors" + (f" (last: {stats['last_error']})" if stats.get("last_error")
                                                       else ""))
     print()
     print(text.ces_table(health))
     print()
-    print(text.jobs_table(rows, limit=args.limit) if rows else "no job keys declared")
+    shown = len(args.keys) if args.keys else total
+    print(text.jobs_table(rows, limit=args.limit, total=shown) if rows else "no job keys declared")
     return 0
 
 
 async def _known(ic: Intercede, keys: list[str]) -> None:
-    declared = {r["key"] for r in await ic.rows()}
-    unknown = [k for k in keys if k not in declared]
+    unknown = await ic.unknown(keys)
     if unknown:
         raise UsageError(f"not declared in this intercede: {', '.join(unknown[:10])}"
                          + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
@@ -229,19 +238,24 @@ async def _cancel(args: argparse.Namespace) -> int:
 
 
 async def _collect(args: argparse.Namespace) -> int:
+    """The outputs land in ``--to DIR`` on the machine running this command, wherever the actors run: the CE actors
+    fetch and verify them on their nodes, then this pulls them through Ray (:meth:`Intercede.collect`)."""
     ic = _attach(args)
     await _known(ic, args.keys)
     destination = Path(args.to).absolute()  # noqa: ASYNC240 - no I/O
-    await ic.collect(args.keys, destination)
-    print(f"intercede: outputs of {len(args.keys)} key(s) will go to {destination}/<key>", flush=True)
-    if not args.no_wait:
-        rows = await ic.wait(args.keys, until="collected", timeout=args.timeout)
-        print(text.table([[r["key"], r["state"], r["exit_code"], "yes" if r["collected"] else "no",
-                           r["outputs"] or r["permanent_error"]] for r in rows],
-                         ["key", "state", "exit", "collected", "outputs"], right=["exit"]))
-        if not all(r["collected"] for r in rows):
-            return 1
-    return 0
+    if args.no_wait:
+        await ic.collect(args.keys, destination, wait=False)
+        print(f"intercede: collect requested for {len(args.keys)} key(s); run this again without --no-wait to "
+              f"bring the outputs to {destination}/<key>", flush=True)
+        return 0
+    print(f"intercede: outputs of {len(args.keys)} key(s) will go to {destination}/<key> on this machine",
+          flush=True)
+    pulled = await ic.collect(args.keys, destination, timeout=args.timeout)
+    rows = await ic.rows_of(args.keys)
+    print(text.table([[r.key, r.state, r.exit_code, "yes" if r.key in pulled else "no",
+                       pulled[r.key].destination if r.key in pulled else r.permanent_error] for r in rows],
+                     ["key", "state", "exit", "collected", "outputs"], right=["exit"]))
+    return 0 if all(r.key in pulled for r in rows) else 1
 
 
 # -- declare: jobs from a file into a running intercede ------------------------------------------------------------
@@ -415,9 +429,12 @@ def _parser() -> argparse.ArgumentParser:
                                          "writable where intercede's reconciler runs (this machine, for "
                                          "`intercede run`).")
     collect.add_argument("keys", nargs="+", metavar="KEY")
-    collect.add_argument("--to", required=True, metavar="DIR", help="destination directory")
+    collect.add_argument("--to", required=True, metavar="DIR",
+                         help="destination directory on this machine (outputs go to DIR/<key>), wherever the "
+                              "service runs")
     _attach_options(collect)
-    collect.add_argument("--no-wait", action="store_true", help="return once asked; do not wait for the outputs")
+    collect.add_argument("--no-wait", action="store_true",
+                         help="return once asked (the outputs stay at the service until a collect without it)")
     collect.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the outputs")
     collect.set_defaults(handler=_collect)
 

@@ -14,7 +14,8 @@ from intercede.actors.seam import LocalSeam
 from intercede.actors.settings import Settings, load_settings
 from intercede.backends.registry import CEConfig
 from intercede.errors import InvalidSpecError
-from intercede.model import JobSpec, OutputFile
+from intercede.model import JobSpec, OutputFile, OutputManifest
+from intercede.reconcile import ManifestMismatchError, RetryPolicy
 
 pytestmark = pytest.mark.actors
 
@@ -30,10 +31,10 @@ async def test_declared_jobs_run_and_are_collected_and_purged(tmp_path: Path) ->
             JobRequest("bad-1", "local", _spec("exit 9"))]
     await ic.declare(jobs, progress=False)
     rows = await ic.wait(["ok-1", "bad-1"], timeout=60, progress=False)
-    assert {r["key"]: (r["state"], r["exit_code"]) for r in rows} == {"ok-1": ("Done", 0), "bad-1": ("Failed", 9)}
+    assert {r.key: (r.state, r.exit_code) for r in rows} == {"ok-1": ("Done", 0), "bad-1": ("Failed", 9)}
     await ic.collect(["ok-1", "bad-1"], tmp_path / "out")
     rows = await ic.wait(["ok-1", "bad-1"], until="collected", timeout=60, progress=False)
-    assert all(r["collected"] for r in rows)
+    assert all(r.collected for r in rows)
     assert (tmp_path / "out/ok-1/r.txt").read_text() == "1\n"
     assert list((tmp_path / "jobs").iterdir()) == []  # purged at the resource
 
@@ -52,7 +53,7 @@ async def test_a_restarted_reconciler_resumes_from_its_journal_without_resubmitt
     first = ReconcilerActor(settings, seam=seam, start=False)  # stepped by hand
     await first.declare([JobRequest("once", "local", _spec("sleep 2"))])
     await first.step()
-    job_id = (await first.rows())[0]["job_id"]
+    job_id = (await first.rows())[0].job_id
     assert job_id
     first.reconciler.close()
     second = ReconcilerActor(settings, seam=seam, start=False)  # same CE actor, new reconciler over the same journal
@@ -61,10 +62,10 @@ async def test_a_restarted_reconciler_resumes_from_its_journal_without_resubmitt
         await ce.poll()
         await second.step()
         (row,) = await second.rows()
-        if row["state"] == "Done":
+        if row.state == "Done":
             break
         await asyncio.sleep(0.1)
-    assert (row["job_id"], row["state"]) == (job_id, "Done")
+    assert (row.job_id, row.state) == (job_id, "Done")
     assert (await ce.find_by_tag(["once"]))["once"] == [job_id]
 
 
@@ -98,3 +99,30 @@ def test_a_config_with_an_unknown_transport_or_bad_field_is_refused_clearly(tmp_
 def test_actor_names_are_stable_so_notebooks_can_attach() -> None:
     assert reconciler_name() == "intercede-reconciler"
     assert ce_actor_name("cern-slurm") == "intercede-ce-cern-slurm"
+
+
+async def test_the_ce_actor_verifies_what_it_fetched_in_its_own_process(tmp_path: Path) -> None:
+    ce = CEActor(CEConfig(name="local", scheduler="direct", root=str(tmp_path / "jobs")))
+    spec = _spec("echo hi; echo r > r.txt", output_files=[OutputFile(name="r.txt")])
+    (job,) = (await ce.submit(spec)).job_ids
+    deadline = asyncio.get_running_loop().time() + 30
+    while not (await ce.backend.status([job]))[0].state.is_terminal:
+        assert asyncio.get_running_loop().time() < deadline, "the job did not end"
+        await asyncio.sleep(0.1)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "via").symlink_to(tmp_path / "real")
+    manifest = await ce.fetch(job, spec, tmp_path / "via" / "k")  # made by the actor, named as given
+    assert manifest.destination == tmp_path / "via" / "k"
+    assert {e.name for e in manifest.files} == {"stdout.txt", "stderr.txt", "r.txt"}
+    real_fetch = ce.backend.fetch  # type: ignore[attr-defined]
+
+    async def overwritten(job_id: str, spec: JobSpec, destination: Path) -> OutputManifest:
+        fetched: OutputManifest = await real_fetch(job_id, spec, destination)
+        (destination / "r.txt").write_text("another writer\n")  # between the copy and the check
+        return fetched
+
+    ce.backend.fetch = overwritten  # type: ignore[attr-defined]
+    with pytest.raises(ManifestMismatchError, match=r"r\.txt") as mismatch:
+        await ce.fetch(job, spec, tmp_path / "again")
+    assert RetryPolicy.is_temporary(mismatch.value), "repeating the fetch rewrites the file"
+    await ce.aclose()

@@ -51,7 +51,7 @@ async def _step_until(actor: ReconcilerActor, ce: CEActor, key: str, state: str)
     for _ in range(200):
         await ce.poll()
         await actor.step()
-        if (await actor.rows_of([key]))[0]["state"] == state:
+        if (await actor.rows_of([key]))[0].state == state:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{key} never reached {state}")
@@ -67,7 +67,7 @@ async def test_the_ce_actor_is_told_what_changed_and_everything_only_after_a_res
     try:
         await actor.step()  # a new CE actor epoch: the whole (empty) set; the tick submits
         await actor.step()  # the three submitted ids: one delta
-        ids = {r["key"]: r["job_id"] for r in await actor.rows()}
+        ids = {r.key: r.job_id for r in await actor.rows()}
         assert all(ids.values())
         assert seam.tracking() == [("track_only", []), ("track", sorted(ids.values()))]
         for _ in range(3):  # nothing changed: nothing is sent
@@ -112,7 +112,7 @@ async def test_wait_moves_only_the_pending_keys_and_counts_move_no_rows(tmp_path
                      [JobRequest("slow", "local", _spec("sleep 2"))], progress=False)
     try:
         rows = await ic.wait([*fast, "slow"], timeout=60, interval=0.1, progress=False)
-        assert [r["key"] for r in rows] == [*fast, "slow"] and {r["state"] for r in rows} == {"Done"}
+        assert [r.key for r in rows] == [*fast, "slow"] and {r.state for r in rows} == {"Done"}
         waits = [(m, a) for m, a, _ in seam.calls if m in ("watch", "settled_since", "rows", "rows_of")]
         assert waits[0] == ("watch", ([*fast, "slow"], "terminal"))  # the keys go once
         asks = [m for m, _ in waits[1:-1]]

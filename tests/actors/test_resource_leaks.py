@@ -24,7 +24,7 @@ async def test_a_cancelled_jobs_directory_is_purged_once_the_job_has_ended(
     await run.ic.declare(jobs, progress=False)
 
     async def started() -> bool:
-        return {r["key"]: r["state"] for r in await run.ic.rows()} == {"doomed": "Running", "ended-first": "Done"}
+        return {r.key: r.state for r in await run.ic.rows()} == {"doomed": "Running", "ended-first": "Done"}
 
     await until(started, what="one job running, one done")
     assert len(list(run.jobs_root.iterdir())) == 2
@@ -34,7 +34,7 @@ async def test_a_cancelled_jobs_directory_is_purged_once_the_job_has_ended(
         return not any(run.jobs_root.iterdir())
 
     await until(purged, what="the cancelled jobs' directories to be purged")
-    states = {r["key"]: r["state"] for r in await run.ic.rows()}
+    states = {r.key: r.state for r in await run.ic.rows()}
     assert states == {"doomed": "Aborted", "ended-first": "Done"}
     with pytest.raises(InvalidSpecError, match="nothing left to collect"):
         await run.ic.collect(["doomed"], tmp_path / "out")
@@ -45,7 +45,7 @@ async def test_finished_jobs_nobody_collects_stop_being_polled(intercede_on_ray:
     keys = [f"idle-{i:02d}" for i in range(40)]
     await run.ic.declare([JobRequest(k, "local", JobSpec(executable="/bin/true")) for k in keys], progress=False)
     rows = await run.ic.wait(keys, timeout=120, progress=False)
-    assert {r["state"] for r in rows} == {"Done"}
+    assert {r.state for r in rows} == {"Done"}
 
     async def untracked() -> bool:
         return (await run.ce_health())["tracked"] == 0
@@ -56,5 +56,5 @@ async def test_finished_jobs_nobody_collects_stop_being_polled(intercede_on_ray:
     await run.ic.declare([JobRequest("late", "local", JobSpec(executable="/bin/sleep", arguments=["1"]))],
                          progress=False)
     (late,) = await run.ic.wait(["late"], timeout=60, progress=False)
-    assert late["state"] == "Done"
-    assert all(r["state"] == "Done" for r in await run.ic.rows())  # the untracked ones keep their recorded state
+    assert late.state == "Done"
+    assert all(r.state == "Done" for r in await run.ic.rows())  # the untracked ones keep their recorded state

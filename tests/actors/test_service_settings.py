@@ -68,8 +68,8 @@ async def _other_settings_are_refused_then_applied_on_request(seam: Seam, folder
     replaced = Intercede.start(second, seam=seam, replace=True)
     assert seam.call_blocking(seam.find(reconciler_name()), "running_settings") == second
     await replaced.declare([_echo("after", "second")], progress=False)
-    rows = {r["key"]: r for r in await replaced.wait(["before", "after"], timeout=60, progress=False)}
-    assert (rows["before"]["state"], rows["after"]["state"]) == ("Done", "Done"), "the journal carried over"
+    rows = {r.key: r for r in await replaced.wait(["before", "after"], timeout=60, progress=False)}
+    assert (rows["before"].state, rows["after"].state) == ("Done", "Done"), "the journal carried over"
     assert (await seam.call(seam.find(ce_actor_name("local")), "changes", "", 0))[0] == local_epoch, \
         "the CE actor whose configuration did not change was kept"
 

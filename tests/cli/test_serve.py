@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import socket
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import Service, assert_user_error, intercede
+from tests.cli.conftest import INTERCEDE, Service, assert_user_error, environment, intercede
 
 pytestmark = pytest.mark.cli
 
@@ -62,6 +64,31 @@ def test_cancel_stops_a_running_job_and_collect_fetches_outputs(service: Service
     assert re.search(r"^cli-quick\s+Done\s+0\s+yes\s", collected.out, re.M), collected.out
     assert (tmp_path / "out/cli-quick/stdout.txt").read_text() == "quick-output\n"
     assert (tmp_path / "out/cli-sleeper/stdout.txt").read_text() == "started\n"
+
+
+def test_collect_puts_the_outputs_where_the_command_runs_not_where_the_actors_run(service: Service,
+                                                                                  tmp_path: Path) -> None:
+    # The command runs in a mount namespace of its own with a private tmpfs at --to: a file there can only have been
+    # written by the command itself (the actors, outside the namespace, cannot even see it). It lists what it got
+    # before the namespace (and the tmpfs) goes away.
+    rows = json.loads(service.run("status", "--address", service.address, "--json").out)["rows"]
+    key = next(r["key"] for r in rows if r["key"].startswith("demo-") and r["state"] == "Done")
+    private = tmp_path / "private"
+    private.mkdir()
+    script = ('mount -t tmpfs intercede-test "$1" && "$2" collect "$3" --to "$1" --address "$4" --timeout 60 && '
+              'cd "$1/$3" && find . -type f | sort | xargs sha256sum')
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(private),
+                           INTERCEDE, key, service.address], env=environment(), cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert re.search(rf"^{key}\s+Done\s+0\s+yes\s+{private}/{key}$", proc.stdout, re.M), proc.stdout
+    pulled = {name.removeprefix("./"): digest for digest, name in
+              (line.split(maxsplit=1) for line in proc.stdout.splitlines() if re.match(r"^[0-9a-f]{64}  ", line))}
+    area = service.folder / "intercede-data" / "fetched" / key  # the service's copy, verified by the CE actor
+    expected = {str(p.relative_to(area)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in area.rglob("*") if p.is_file()}
+    assert pulled == expected and "stdout.txt" in pulled, (pulled, expected)
+    assert list(private.iterdir()) == [], "nothing was written where the actors run"
 
 
 def test_cancel_of_an_unknown_key_changes_nothing_and_says_so(service: Service) -> None:

@@ -55,7 +55,7 @@ async def test_no_job_is_duplicated_or_lost_across_twenty_crashes(tmp_path: Path
         stop_actors(namespace)
     crashed = sum(PLAN.values()) - crashes_left(plan)
     assert crashed >= 20, f"only {crashed} crashes happened; left: {plan.read_text()}"
-    assert [r["permanent_error"] for r in rows] == [None] * len(keys)
+    assert [r.permanent_error for r in rows] == [None] * len(keys)
     runs = Counter(ledger.read_text().split())
     assert runs == Counter({k: 1 for k in keys}), "each job ran exactly once at the resource"
     for k in keys:

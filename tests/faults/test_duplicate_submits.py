@@ -163,7 +163,7 @@ async def _round(stack: SlurmStack, tmp_path: Path, victim: str) -> Round:
         rows = await run.rows(keys)
     finally:
         run.stop()
-    lost = sorted(k for k, r in rows.items() if r["permanent_error"] or r["state"] != "Done" or not r["collected"])
+    lost = sorted(k for k, r in rows.items() if r.permanent_error or r.state != "Done" or not r.collected)
     lost += sorted(set(keys) - set(rows))
     ledger = Counter(stack.exec(["cat", run.ledger], user=stack.username).stdout.split())
     return Round(victim, in_flight, {k: ledger.get(k, 0) for k in keys}, run.accounted(keys), lost,

@@ -48,7 +48,7 @@ def _job(key: str, ledger: Path, seconds: float) -> JobSpec:
 async def _all_submitted(ic: Intercede, keys: Sequence[str], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        rows = {r["key"]: r for r in await ic.rows()}
+        rows = {r.key: r for r in await ic.rows()}
         if all(rows.get(k, {}).get("job_id") for k in keys):
             return
         assert time.monotonic() < deadline, f"not submitted within {timeout} s: {rows}"
@@ -89,7 +89,7 @@ async def test_a_hung_ce_actor_delays_only_its_own_jobs_and_calls_to_it_time_out
 
         await ic.declare([request(k, "b", 0.5) for k in b_keys], progress=False)
         b_rows = await ic.wait(b_keys, until="collected", timeout=60, progress=False)
-        a_while_stopped = [r for r in await ic.rows() if r["key"] in a_keys]
+        a_while_stopped = [r for r in await ic.rows() if r.key in a_keys]
         assert (tmp_path / "jobs-a").exists()
 
         os.kill(stopped, signal.SIGCONT)
@@ -100,9 +100,9 @@ async def test_a_hung_ce_actor_delays_only_its_own_jobs_and_calls_to_it_time_out
             os.kill(stopped, signal.SIGCONT)
         stop_actors(namespace)
 
-    assert [(r["state"], r["permanent_error"]) for r in b_rows] == [("Done", None)] * len(b_keys)
-    assert not any(r["collected"] for r in a_while_stopped), "a's jobs wait for their CE actor"
-    assert [(r["state"], r["permanent_error"]) for r in a_rows] == [("Done", None)] * len(a_keys)
+    assert [(r.state, r.permanent_error) for r in b_rows] == [("Done", None)] * len(b_keys)
+    assert not any(r.collected for r in a_while_stopped), "a's jobs wait for their CE actor"
+    assert [(r.state, r.permanent_error) for r in a_rows] == [("Done", None)] * len(a_keys)
     assert Counter(ledger.read_text().split()) == Counter({k: 1 for k in a_keys + b_keys}), "each ran exactly once"
     for k in a_keys + b_keys:
         assert (outputs / k / "out.txt").read_text() == f"{k}\n"

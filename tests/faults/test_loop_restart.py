@@ -89,7 +89,7 @@ async def test_a_reconciler_restarted_by_ray_with_no_caller_alive_resumes_and_ev
 
     assert crashes_left(plan) == 0, f"every planned crash happened: {plan.read_text()}"
     assert stats["ticks"] > 0, "the loop runs in the instance Ray restarted last"
-    assert [(r["key"], r["state"], r["permanent_error"]) for r in rows] == [(k, "Done", None) for k in keys]
+    assert [(r.key, r.state, r.permanent_error) for r in rows] == [(k, "Done", None) for k in keys]
     assert Counter(ledger.read_text().split()) == Counter({k: 1 for k in keys}), "each job ran exactly once"
     for k in keys:
         assert (outputs / k / "out.txt").read_text() == f"{k}\n"

@@ -50,7 +50,7 @@ async def _until(what: str, predicate: Any, timeout: float, interval: float = 0.
 
 
 async def _all_submitted(ic: Intercede, keys: Sequence[str]) -> bool:
-    rows = {r["key"]: r for r in await ic.rows()}
+    rows = {r.key: r for r in await ic.rows()}
     return all(rows.get(k, {}).get("job_id") for k in keys)
 
 
@@ -90,7 +90,7 @@ async def test_a_ce_actor_whose_node_dies_comes_back_elsewhere_and_every_job_con
 
     assert epoch != first_epoch, "the CEActor died with its node and Ray restarted it (on the head node)"
     assert health.polls > 0 and health.reachable, f"the restarted CEActor polls: {health}"
-    assert [(r["key"], r["state"], r["permanent_error"]) for r in rows] == [
+    assert [(r.key, r.state, r.permanent_error) for r in rows] == [
         (k, "Done", None) for k in before + after]  # wait returns the keys' rows in the order asked
     assert Counter(ledger.read_text().split()) == Counter({k: 1 for k in before + after}), "each job ran exactly once"
     for k in before + after:
@@ -146,4 +146,4 @@ async def test_a_submit_cut_short_by_its_ce_actors_death_is_adopted_and_not_run_
     assert plan.read_text() == "0", "the CE actor died three times mid-submit"
     assert Counter(ledger.read_text().split()) == Counter({k: 1 for k in keys}), "each job ran exactly once"
     assert adopted, "the interrupted submits were adopted by their tag"
-    assert [(r["state"], r["permanent_error"]) for r in rows] == [("Done", None)] * len(keys)
+    assert [(r.state, r.permanent_error) for r in rows] == [("Done", None)] * len(keys)

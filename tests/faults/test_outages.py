@@ -22,7 +22,6 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -32,7 +31,7 @@ from intercede.actors.reconciler import JobRequest
 from intercede.actors.settings import Settings
 from intercede.backends.registry import CEConfig
 from intercede.model import JobSpec, OutputFile
-from intercede.reconcile import Phase
+from intercede.reconcile import KeyRow, Phase
 from stacks.slurm_stack import SlurmStack
 from stacks.slurm_stack import start as start_slurm
 from tests.faults.conftest import stop_actors
@@ -170,15 +169,15 @@ class Run:
                                      f"rows: {await self.ic.rows()}")
             await asyncio.sleep(0.2)
 
-    async def rows(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    async def rows(self, keys: Sequence[str]) -> dict[str, KeyRow]:
         assert self.ic is not None
-        return {r["key"]: r for r in await self.ic.rows() if r["key"] in keys}
+        return {r.key: r for r in await self.ic.rows() if r.key in keys}
 
     async def all_submitted(self, keys: Sequence[str]) -> bool:
         rows = await self.rows(keys)
-        return len(rows) == len(keys) and all(r["job_id"] for r in rows.values())
+        return len(rows) == len(keys) and all(r.job_id for r in rows.values())
 
-    async def collected(self, keys: Sequence[str], timeout: float) -> dict[str, dict[str, Any]]:
+    async def collected(self, keys: Sequence[str], timeout: float) -> dict[str, KeyRow]:
         assert self.ic is not None
         await self.until("every job collected", lambda: self._collected(keys), timeout)
         return await self.rows(keys)
@@ -186,7 +185,7 @@ class Run:
     async def _collected(self, keys: Sequence[str]) -> bool:
         rows = await self.rows(keys)
         await self.health()
-        return all(r["collected"] or r["permanent_error"] for r in rows.values())
+        return all(r.collected or r.permanent_error for r in rows.values())
 
     def ledger_runs(self) -> Counter[str]:
         """How often each key ran, as the jobs themselves recorded it on the resource."""
@@ -203,11 +202,11 @@ class Run:
         _wait("every job in Slurm's accounting", lambda: set(self.accounted(keys)) >= set(keys), timeout=60)
         return self.accounted(keys)
 
-    def assert_converged_exactly_once(self, keys: Sequence[str], rows: dict[str, dict[str, Any]]) -> None:
+    def assert_converged_exactly_once(self, keys: Sequence[str], rows: dict[str, KeyRow]) -> None:
         """Every key Done and collected, without a permanent error; ran once (ledger) and submitted once (sacct);
         nothing left at the resource, not even the directory of a submit cut short between staging and sbatch."""
-        problems = {k: (r["state"], r["last_error"], r["permanent_error"]) for k, r in rows.items()
-                    if r["permanent_error"] or r["state"] != "Done" or not r["collected"]}
+        problems = {k: (r.state, r.last_error, r.permanent_error) for k, r in rows.items()
+                    if r.permanent_error or r.state != "Done" or not r.collected}
         assert problems == {}, "every job finished, was collected, and none was failed by the outage"
         assert self.ledger_runs() == Counter({k: 1 for k in keys}), "each job ran exactly once at the resource"
         assert self.wait_accounted(keys) == Counter({k: 1 for k in keys}), "Slurm knows exactly one job per key"
@@ -276,9 +275,9 @@ async def test_jobs_declared_while_the_ce_is_unreachable_wait_for_it_and_then_co
         rows = await run.collected(keys, timeout=180)
     finally:
         run.stop()
-    assert [(r["job_id"], r["permanent_error"]) for r in waiting.values()] == [(None, None)] * len(keys), \
+    assert [(r.job_id, r.permanent_error) for r in waiting.values()] == [(None, None)] * len(keys), \
         "while the CE was unreachable nothing was submitted and nothing failed"
-    assert all(r["attempts"] >= 1 and "ConnectivityError" in r["last_error"] for r in waiting.values()), \
+    assert all(r.attempts >= 1 and "ConnectivityError" in r.last_error for r in waiting.values()), \
         "each submit was tried, found the CE unreachable, and is backing off"
     run.assert_converged_exactly_once(keys, rows)
     assert any(not h.reachable for h in run.health_seen)

@@ -22,7 +22,7 @@ TRUE = JobSpec(executable="/bin/true")
 
 
 async def _phases(run: Running) -> dict[str, str]:
-    return {r["key"]: r["phase"] for r in await run.ic.rows()}
+    return {r.key: r.phase for r in await run.ic.rows()}
 
 
 async def test_cancel_forget_and_collect_of_keys_never_declared_raise_unknown_key_error_and_change_nothing(
@@ -62,7 +62,7 @@ async def test_declaring_a_key_while_it_is_being_forgotten_is_refused_then_accep
     await run.ic.declare([JobRequest("phoenix", "local", SLEEP)], progress=False)
 
     async def running() -> bool:
-        return [r["state"] for r in await run.ic.rows()] == ["Running"]
+        return [r.state for r in await run.ic.rows()] == ["Running"]
 
     await until(running, what="the job running")
     await run.ic.forget(["phoenix"])
@@ -76,7 +76,7 @@ async def test_declaring_a_key_while_it_is_being_forgotten_is_refused_then_accep
     await until(gone, what="the forget to complete")
     await run.ic.declare([JobRequest("phoenix", "local", TRUE)], progress=False)
     (row,) = await run.ic.wait(["phoenix"], timeout=60, progress=False)
-    assert (row["phase"], row["state"]) == ("running", "Done")
+    assert (row.phase, row.state) == ("running", "Done")
 
 
 async def test_forgetting_a_key_whose_submit_was_refused_completes_and_the_key_can_be_declared_again(
@@ -85,7 +85,7 @@ async def test_forgetting_a_key_whose_submit_was_refused_completes_and_the_key_c
     refused = JobSpec(executable="/bin/true", container="docker://debian:12")  # the local CE has no runtime
     await run.ic.declare([JobRequest("refused-1", "local", refused)], progress=False)
     (row,) = await run.ic.wait(["refused-1"], timeout=60, progress=False)
-    assert row["permanent_error"] and row["job_id"] is None
+    assert row.permanent_error and row.job_id is None
     await run.ic.forget(["refused-1"])
 
     async def gone() -> bool:
@@ -94,4 +94,4 @@ async def test_forgetting_a_key_whose_submit_was_refused_completes_and_the_key_c
     await until(gone, timeout=30, what="the forget of a refused key to complete")
     await run.ic.declare([JobRequest("refused-1", "local", TRUE, Phase.RUNNING)], progress=False)
     (row,) = await run.ic.wait(["refused-1"], timeout=60, progress=False)
-    assert row["state"] == "Done" and not row["permanent_error"]
+    assert row.state == "Done" and not row.permanent_error

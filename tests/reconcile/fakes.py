@@ -220,6 +220,7 @@ class FakeGateway:
         if job is None or job.purged:
             raise TransferError(f"job {job_id} has no outputs any more")
         data = output_text(job.tag)
+        destination.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - the gateway makes it (the CE actor does)
         (destination / spec.stdout).write_bytes(data)
         self._leave("fetch")
         return OutputManifest(job_id=job_id, destination=destination, files=[

@@ -16,6 +16,7 @@ from intercede.reconcile import (
     Fetch,
     Forget,
     Journal,
+    ManifestMismatchError,
     Phase,
     Progress,
     Purge,
@@ -310,6 +311,7 @@ async def test_an_unreachable_ce_gets_no_action_until_it_is_back(world: World) -
 
 
 async def test_a_manifest_that_does_not_verify_is_not_recorded_and_the_job_not_purged(world: World) -> None:
+    # The gateway (the CE actor) verifies where the files land and raises; the reconciler records nothing.
     rec = world.reconciler
     dest = world.path.parent / "dest"
     rec.declare("k", CE, SPEC, Phase.COLLECTED, dest)
@@ -319,12 +321,11 @@ async def test_a_manifest_that_does_not_verify_is_not_recorded_and_the_job_not_p
     world.poll()
     fetch = world.gateway.fetch
 
-    async def lying_fetch(job_id: str, spec: JobSpec, destination: Path) -> OutputManifest:
-        manifest = await fetch(job_id, spec, destination)
-        (destination / "stdout.txt").write_bytes(b"truncated")
-        return manifest
+    async def failing_fetch(job_id: str, spec: JobSpec, destination: Path) -> OutputManifest:
+        await fetch(job_id, spec, destination)
+        raise ManifestMismatchError("'stdout.txt' has 9 bytes, the manifest says 14")
 
-    world.gateway.fetch = lying_fetch  # type: ignore[method-assign]
+    world.gateway.fetch = failing_fetch  # type: ignore[method-assign]
     actions = await rec.tick()
     assert [type(a) for a in actions] == [Fetch]
     progress = rec.progress("k")
@@ -336,6 +337,27 @@ async def test_a_manifest_that_does_not_verify_is_not_recorded_and_the_job_not_p
     assert [type(a) for a in await rec.tick()] == [Fetch]
     assert [type(a) for a in await rec.tick()] == [Purge]
     assert (dest / "stdout.txt").read_bytes() == output_text("k")
+
+
+async def test_a_manifest_for_another_job_or_destination_is_not_recorded(world: World) -> None:
+    rec = world.reconciler
+    dest = world.path.parent / "dest"
+    rec.declare("k", CE, SPEC, Phase.COLLECTED, dest)
+    await rec.tick()
+    world.resource.advance()
+    world.resource.advance()
+    world.poll()
+    fetch = world.gateway.fetch
+
+    async def elsewhere(job_id: str, spec: JobSpec, destination: Path) -> OutputManifest:
+        manifest = await fetch(job_id, spec, destination)
+        return manifest.model_copy(update={"destination": destination / "other"})
+
+    world.gateway.fetch = elsewhere  # type: ignore[method-assign]
+    assert [type(a) for a in await rec.tick()] == [Fetch]
+    progress = rec.progress("k")
+    assert progress.manifest is None and progress.last_error and "destination" in progress.last_error
+    assert not world.resource.ever_tagged("k")[0].purged
 
 
 async def test_a_journal_that_cannot_be_written_stops_the_tick_before_any_submit(world: World) -> None:

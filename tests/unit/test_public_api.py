@@ -84,3 +84,14 @@ async def test_mock_transport_accepts_a_coroutine_handler() -> None:
 
     result = await MockTransport(handler).run(["false"])
     assert result.exit_status == 3 and not result.ok
+
+
+def test_rows_are_typed_records_exported_from_the_package() -> None:
+    import dataclasses
+
+    from intercede import KeyRow, Phase
+
+    row = KeyRow("k", "local", Phase.RUNNING, None, "", None, None, None, 0, None, None)
+    assert dataclasses.is_dataclass(row) and row.key == "k" and row.phase == "running"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        row.key = "other"  # type: ignore[misc]

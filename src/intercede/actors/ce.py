@@ -9,6 +9,11 @@ pulls only what changed (:meth:`changes`). A failed poll marks the CE unreachabl
 marks a job failed. Every other call (submit, cancel, fetch, ...) is forwarded to the backend under a bounded
 concurrency, and timed. Health and latency figures come from :meth:`health`.
 
+Outputs are fetched *and verified* here, in the process that writes them (:meth:`fetch`): the reconciler may run on
+another node and only records the verified manifest. The files stay under the fetch's destination on this actor's
+node (the service's output area), and :meth:`read_output` serves them on in bounded chunks to whoever collects them,
+wherever that caller runs (:meth:`Intercede.collect <intercede.actors.client.Intercede.collect>`).
+
 Submits in flight are counted per tag: a reconciler that restarted while its predecessor's submit still runs here
 must not take "no job found" for "never submitted", so :meth:`find_attempts` names those tags ``in_flight``.
 """
@@ -29,6 +34,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from intercede.actors import metrics
+from intercede.backends import outputs
 from intercede.backends.capabilities import (
     AttemptTaggable,
     Cancellable,
@@ -41,9 +47,10 @@ from intercede.backends.capabilities import (
     Taggable,
 )
 from intercede.backends.registry import CEConfigBase, build_backend
-from intercede.errors import UnsupportedError, is_temporary
+from intercede.errors import TransferError, UnsupportedError, is_temporary
 from intercede.model import JobSpec, JobStatus, Outcome, OutputManifest, SubmitResult
 from intercede.reconcile.gateway import TaggedJobs
+from intercede.reconcile.verify import verify_manifest
 
 __all__ = ["CEActor", "CEHealth"]
 
@@ -234,8 +241,38 @@ class CEActor:
         return await self._call(lambda: backend.cancel(job_ids))
 
     async def fetch(self, job_id: str, spec: JobSpec, destination: Path) -> OutputManifest:
+        """Fetch a terminal job's outputs into ``destination`` (on this actor's node) and verify what arrived against
+        what the resource listed: every file of the manifest is there, a regular file inside ``destination``, with
+        the listed size and sha256 (size only where the backend lists no checksum). Returns the verified manifest,
+        naming ``destination`` as given.
+
+        Raises what the backend's fetch raises, :class:`~intercede.reconcile.verify.ManifestMismatchError` when the
+        files do not match (temporary: the fetch is repeated, and rewrites every file) or
+        :class:`~intercede.reconcile.verify.ManifestConflictError` when no destination could ever match (permanent),
+        and :class:`TransferError` when ``destination`` cannot be made."""
         backend = _require(self.backend, OutputRetriever)
-        return await self._call(lambda: backend.fetch(job_id, spec, destination))
+
+        async def fetch_and_verify() -> OutputManifest:
+            try:
+                await asyncio.to_thread(destination.mkdir, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise TransferError(f"cannot make the destination {destination} on the node of CE actor "
+                                    f"{self.config.name}: {exc.strerror or exc}") from exc
+            manifest = await backend.fetch(job_id, spec, destination)
+            # Hashing every byte is slow work: keep it off the event loop (status polls go on meanwhile).
+            await asyncio.to_thread(verify_manifest, manifest, job_id, destination)
+            return manifest.model_copy(update={"destination": destination})
+
+        return await self._call(fetch_and_verify)
+
+    async def read_output(self, destination: str, name: str, offset: int, size: int = outputs.MAX_CHUNK) -> bytes:
+        """At most ``size`` bytes (never more than :data:`~intercede.backends.outputs.MAX_CHUNK`) of the collected
+        file ``name`` under ``destination`` on this actor's node, from ``offset``: what a caller on another machine
+        pulls, chunk by chunk, into its own directory. Contained (:func:`~intercede.backends.outputs.read_chunk`):
+        a name outside ``destination`` or a symlink on the way is refused with
+        :class:`~intercede.errors.OutputBoundError`; :class:`TransferError` when the file is not on this node (the
+        actor restarted on another one: the outputs stayed on the old node)."""
+        return await asyncio.to_thread(outputs.read_chunk, Path(destination), name, offset, size)
 
     async def purge(self, job_ids: Sequence[str]) -> list[Outcome]:
         backend = _require(self.backend, Purgeable)

@@ -5,7 +5,12 @@
     ic = Intercede.start(Settings.embedded())          # or Intercede.attach() from a notebook
     await ic.declare([JobRequest("job-1", "local", JobSpec(executable="/bin/echo", arguments=["hi"]))])
     await ic.wait(["job-1"])                            # progress bar in terminals and notebooks
-    await ic.collect(["job-1"], Path("outputs"))
+    await ic.collect(["job-1"], Path("outputs"))        # outputs/job-1/... on THIS machine
+
+Outputs are fetched and verified by each key's CE actor, on its node, into the service's output area (see
+:meth:`ReconcilerActor.collect <intercede.actors.reconciler.ReconcilerActor.collect>`); :meth:`Intercede.collect`
+pulls them from there through Ray, in chunks of at most :data:`~intercede.backends.outputs.MAX_CHUNK` bytes, into the
+directory given on the machine where it is called, wherever the actors run.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from intercede.actors.reconciler import (
 )
 from intercede.actors.seam import RaySeam, Seam
 from intercede.actors.settings import Settings
+from intercede.backends import outputs
 from intercede.backends.capabilities import LoadReport
 from intercede.errors import (
     ConfigConflictError,
@@ -39,6 +45,8 @@ from intercede.errors import (
     InvalidSpecError,
     TimeoutError,
 )
+from intercede.model import OutputManifest
+from intercede.reconcile import KeyRow
 
 __all__ = ["Intercede"]
 
@@ -136,20 +144,75 @@ class Intercede:
         is changed)."""
         await self._call("cancel", list(keys))
 
-    async def collect(self, keys: Sequence[str], destination: Path) -> None:
-        """Ask for each key's outputs under ``destination/<key>``; :meth:`wait` with ``until="collected"``.
-        :class:`UnknownKeyError` names keys never declared (and nothing is changed)."""
-        await self._call("collect", list(keys), destination.absolute())  # noqa: ASYNC240 - no I/O
+    async def collect(self, keys: Sequence[str], destination: Path, *, wait: bool = True, timeout: float = 3600.0,
+                      progress: bool = True) -> dict[str, OutputManifest]:
+        """Collect each key's outputs into ``destination/<key>`` **on the machine where this is called**, wherever
+        the actors run; returns the manifest of what was written there, per key collected.
+
+        The key's CE actor fetches the outputs once the job is terminal and verifies them on its node (into the
+        service's output area, see :meth:`ReconcilerActor.collect
+        <intercede.actors.reconciler.ReconcilerActor.collect>`), the reconciler records the manifest and purges the
+        remote job; then this pulls the files (:meth:`download`). With ``wait`` false it only asks and returns ``{}``
+        (a later call pulls them). Keys that end with a permanent error instead (their :meth:`rows_of` says why) are
+        left out of the answer. :class:`UnknownKeyError` names keys never declared (and nothing is changed);
+        :class:`TimeoutError` after ``timeout`` seconds; what :meth:`download` raises."""
+        await self._call("collect", list(keys))
+        if not wait:
+            return {}
+        rows = await self.wait(keys, until="collected", timeout=timeout, progress=progress)
+        return await self.download([r.key for r in rows if r.collected], destination)
+
+    async def recorded_outputs(self, keys: Sequence[str]) -> dict[str, OutputManifest]:
+        """The recorded (verified) manifest of each key whose outputs were fetched; its ``destination`` is the
+        service's copy, on the node of the key's CE actor. :class:`UnknownKeyError` names keys never declared."""
+        found = await self._call("outputs_of", list(keys))
+        return {key: manifest for key, _, manifest in found if manifest is not None}
+
+    async def download(self, keys: Sequence[str], destination: Path) -> dict[str, OutputManifest]:
+        """Pull the recorded outputs of ``keys`` into ``destination/<key>`` on this machine; returns the manifest of
+        what was written, per key whose outputs are recorded (the others are left out).
+
+        Each file is read from the key's CE actor in chunks of at most
+        :data:`~intercede.backends.outputs.MAX_CHUNK` bytes, staged under ``destination/<key>``, checked against the
+        recorded manifest's size and sha256, and moved into place only once all of the key's files arrived
+        (:func:`~intercede.backends.outputs.receive`): nothing is written outside ``destination/<key>`` nor through
+        a symlink there (:class:`~intercede.errors.OutputBoundError` for a hostile name),
+        :class:`~intercede.errors.TransferError` for a file that does not match or that the CE actor's node no longer
+        holds (the actor restarted on another node), :class:`ConnectivityError` if the CE actor is gone."""
+        pulled: dict[str, OutputManifest] = {}
+        for key, ce, manifest in await self._call("outputs_of", list(keys)):
+            if manifest is None:
+                continue
+            handle = self._seam.find(ce_actor_name(ce))
+            if handle is None:
+                raise ConnectivityError(f"the actor of CE {ce!r} that holds the outputs of {key!r} is not running")
+            source = str(manifest.destination)
+
+            async def read(name: str, offset: int, size: int, handle: Any = handle, source: str = source) -> bytes:
+                data: bytes = await self._seam.call(handle, "read_output", source, name, offset, size)
+                return data
+
+            outputs.split_name(key)  # a key is one path component (the model guarantees it; never trust a wire)
+            pulled[key] = await outputs.receive(destination.absolute() / key, manifest, read)  # noqa: ASYNC240
+        return pulled
 
     async def forget(self, keys: Sequence[str]) -> None:
         """Cancel, purge and drop each key. :class:`UnknownKeyError` names keys never declared (and nothing is
         changed)."""
         await self._call("forget", list(keys))
 
-    async def rows(self) -> list[dict[str, Any]]:
-        """One dict per key: key, ce, phase, state, native_state, exit_code, job_id, attempts, errors, collected."""
-        rows: list[dict[str, Any]] = await self._call("rows")
+    async def rows(self, limit: int | None = None) -> list[KeyRow]:
+        """Every key's :class:`~intercede.reconcile.KeyRow` (key, ce, phase, state, native_state, exit_code, job_id,
+        last_seen, attempts, last_error, permanent_error, collected, outputs), sorted by key; the first ``limit``
+        only if given. Moves every row asked for: for summaries use :meth:`counts`, for some keys :meth:`rows_of`,
+        to wait :meth:`wait`."""
+        rows: list[KeyRow] = await self._call("rows", limit)
         return rows
+
+    async def unknown(self, keys: Sequence[str]) -> list[str]:
+        """Which of ``keys`` were never declared (or are forgotten), in their order; moves no row."""
+        unknown: list[str] = await self._call("unknown", list(keys))
+        return unknown
 
     async def ce_health(self) -> list[CEHealth]:
         health: list[CEHealth] = await self._call("ce_health")
@@ -181,7 +244,7 @@ class Intercede:
         return cluster.joined_address()
 
     async def wait(self, keys: Sequence[str], *, until: Until = "terminal", timeout: float = 3600.0,
-                   interval: float = 0.5, progress: bool = True) -> list[dict[str, Any]]:
+                   interval: float = 0.5, progress: bool = True) -> list[KeyRow]:
         """Wait until every key is terminal (or collected); keys with a permanent error count as settled. Returns
         the keys' rows, in their order.
 
@@ -220,15 +283,30 @@ class Intercede:
                 if pending:
                     watching = list(pending)
                     continue
-                rows: list[dict[str, Any]] = await self._call("rows_of", wanted)
-                watching = [r["key"] for r in rows if not settled(r, until)]
+                rows: list[KeyRow] = await self._call("rows_of", wanted)
+                watching = [r.key for r in rows if not settled(r, until)]
                 if not watching:
                     bar.update(len(wanted) - bar.n)
                     return rows
 
-    async def rows_of(self, keys: Sequence[str]) -> list[dict[str, Any]]:
+    async def watch(self, keys: Sequence[str], until: Until = "terminal") -> tuple[str, list[str]]:
+        """Start watching ``keys`` until they settle: ``(watch id, keys settled already)``; then
+        :meth:`settled_since` answers with the keys that settled since the last ask (None: watch again, the
+        reconciler restarted). What :meth:`wait` uses; see :meth:`ReconcilerActor.watch
+        <intercede.actors.reconciler.ReconcilerActor.watch>`."""
+        watch_id, done = await self._call("watch", list(keys), until)
+        return str(watch_id), list(done)
+
+    async def settled_since(self, watch_id: str) -> list[str] | None:
+        done: list[str] | None = await self._call("settled_since", watch_id)
+        return done
+
+    async def unwatch(self, watch_id: str) -> None:
+        await self._call("unwatch", watch_id)
+
+    async def rows_of(self, keys: Sequence[str]) -> list[KeyRow]:
         """The rows of ``keys`` only (as :meth:`rows`); :class:`UnknownKeyError` names keys never declared."""
-        rows: list[dict[str, Any]] = await self._call("rows_of", list(keys))
+        rows: list[KeyRow] = await self._call("rows_of", list(keys))
         return rows
 
     async def counts(self) -> list[tuple[str, str | None, str, int]]:

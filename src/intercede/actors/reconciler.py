@@ -25,12 +25,14 @@ keys that settled since it last asked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
 import logging
 import secrets
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,7 +43,7 @@ from intercede.actors.gateway import ActorGateway
 from intercede.actors.seam import RaySeam, Seam
 from intercede.actors.settings import Settings
 from intercede.errors import UnknownKeyError
-from intercede.model import JobSpec, JobState, JobStatus
+from intercede.model import JobSpec, JobState, JobStatus, OutputManifest
 from intercede.reconcile import Journal, KeyRow, Phase, Reconciler, RetryPolicy
 from intercede.reconcile.gateway import CEGateway
 
@@ -273,11 +275,32 @@ class ReconcilerActor:
         nothing: :class:`UnknownKeyError` names the keys never declared."""
         self.reconciler.set_phases(keys, Phase.CANCELLED)
 
-    async def collect(self, keys: Sequence[str], destination: Path) -> None:
-        """Fetch each key's outputs to ``destination/<key>`` once it is terminal, then purge it remotely. All or
-        nothing, as :meth:`cancel`."""
-        destinations = {key: destination / key for key in keys if isinstance(key, str)}
+    async def collect(self, keys: Sequence[str], destination: Path | None = None) -> None:
+        """Fetch each key's outputs once it is terminal, then purge it remotely. All or nothing, as :meth:`cancel`.
+
+        The outputs are fetched by the key's CE actor, on *its* node, into the service's output area: under
+        ``destination/<key>`` when given (a path on the CE actors' nodes), else the key's declared destination, else
+        ``<data_dir>/fetched/<key>``. :meth:`Intercede.collect <intercede.actors.client.Intercede.collect>` then
+        brings them to the caller's machine (:meth:`outputs_of`, ``CEActor.read_output``)."""
+        destinations: dict[str, Path] = {}
+        for key in keys:
+            if not isinstance(key, str):
+                continue
+            if destination is not None:
+                destinations[key] = destination / key
+                continue
+            with contextlib.suppress(KeyError):  # an unknown key: set_phases names it
+                declared = self.reconciler.desired(key).destination
+                destinations[key] = declared or self.settings.data_dir.absolute() / "fetched" / key
         self.reconciler.set_phases(keys, Phase.COLLECTED, destinations)
+
+    async def outputs_of(self, keys: Sequence[str]) -> list[tuple[str, str, OutputManifest | None]]:
+        """Per key (in their order): ``(key, CE, recorded manifest)``; the manifest is None until the outputs were
+        fetched, verified and recorded. Its destination is on the CE actor's node. :class:`UnknownKeyError` names
+        the keys never declared."""
+        rows, unknown = self.reconciler.rows_of(keys)
+        _refuse_unknown(unknown)
+        return [(r.key, r.ce, self.reconciler.progress(r.key).manifest) for r in rows]
 
     async def forget(self, keys: Sequence[str]) -> None:
         """Cancel, purge and drop each key. All or nothing, as :meth:`cancel`."""
@@ -285,15 +308,23 @@ class ReconcilerActor:
 
     # -- queries ----------------------------------------------------------------------------------------------
 
-    async def rows(self) -> list[dict[str, Any]]:
-        """Every key's row: moves every row; :meth:`rows_of`, :meth:`unsettled` and :meth:`counts` move less."""
-        return [_row(r) for r in self.reconciler.snapshot()]
+    async def rows(self, limit: int | None = None) -> list[KeyRow]:
+        """Every key's row sorted by key (the first ``limit`` only, if given): moves every row asked for;
+        :meth:`rows_of`, :meth:`watch` and :meth:`counts` move less."""
+        if limit is None:
+            return self.reconciler.snapshot()
+        return self.reconciler.rows_of(heapq.nsmallest(max(limit, 0), self.reconciler.keys()))[0]
 
-    async def rows_of(self, keys: Sequence[str]) -> list[dict[str, Any]]:
+    async def unknown(self, keys: Sequence[str]) -> list[str]:
+        """The keys of ``keys`` never declared (or forgotten), in their order; moves no row."""
+        declared = self.reconciler.keys()
+        return [key for key in dict.fromkeys(keys) if key not in declared]
+
+    async def rows_of(self, keys: Sequence[str]) -> list[KeyRow]:
         """The rows of ``keys``; :class:`UnknownKeyError` names the keys never declared."""
         rows, unknown = self.reconciler.rows_of(keys)
         _refuse_unknown(unknown)
-        return [_row(r) for r in rows]
+        return rows
 
     async def watch(self, keys: Sequence[str], until: Until = "terminal") -> tuple[str, list[str]]:
         """Start watching ``keys`` until they are settled (see :func:`settled`): ``(watch id, keys settled
@@ -370,14 +401,14 @@ Until = Literal["terminal", "collected"]
 TERMINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.ABORTED})
 
 
-def settled(row: dict[str, Any], until: Until) -> bool:
+def settled(row: KeyRow, until: Until) -> bool:
     """Whether a row (of :meth:`ReconcilerActor.rows`) has got where :meth:`Intercede.wait` waits for: terminal (or
     cancelled before it had a job), or collected; a key with a permanent error counts as settled."""
-    if row["permanent_error"]:
+    if row.permanent_error:
         return True
     if until == "collected":
-        return bool(row["collected"])
-    return row["state"] in ("Done", "Failed", "Aborted") or (row["phase"] == "cancelled" and row["job_id"] is None)
+        return row.collected
+    return row.state in TERMINAL_STATES or (row.phase is Phase.CANCELLED and row.job_id is None)
 
 
 @dataclass(slots=True)
@@ -391,11 +422,3 @@ def _refuse_unknown(unknown: Sequence[str]) -> None:
     if unknown:
         raise UnknownKeyError(f"never declared: {sorted(unknown)[:10]}" +
                               (f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""))
-
-
-def _row(row: KeyRow) -> dict[str, Any]:
-    # Shallow on purpose: dataclasses.asdict deep-copies every field (25x slower over many rows).
-    data = {f.name: getattr(row, f.name) for f in fields(row)}
-    data["phase"] = row.phase.value
-    data["state"] = row.state.value if row.state else None
-    return data

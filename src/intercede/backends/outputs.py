@@ -35,8 +35,9 @@ import errno
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +45,7 @@ from intercede.backends.transports.base import CommandResult, Transport, chunks_
 from intercede.errors import CommandError, OutputBoundError, TransferError
 from intercede.model import JobSpec, ManifestEntry, OutputBounds, OutputManifest
 
-__all__ = ["fetch", "read_tail", "split_name"]
+__all__ = ["MAX_CHUNK", "fetch", "read_chunk", "read_tail", "receive", "split_name"]
 
 # $1: the directory holding the job's directory, $2: the job directory's own name. Leaves the shell in the job's real
 # working directory, as $w. A job can rename its directory and put a symlink in its place: refuse that (exit 9).
@@ -96,6 +97,8 @@ _REFUSALS = {
     "other": "is not a regular file",
 }
 _STAGING = ".intercede-fetch-"
+#: The most bytes :func:`read_chunk` returns at once (and :func:`receive` asks for): one Ray call's worth.
+MAX_CHUNK = 4 << 20
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -167,15 +170,9 @@ def _wanted(spec: JobSpec) -> dict[str, str]:
     may still collide: refuse it here rather than let one file overwrite another."""
     pairs = [(spec.stdout, spec.stdout), (spec.stderr, spec.stderr), *((o.name, o.target) for o in spec.output_files)]
     wanted = dict(pairs)
-    targets = {target for _, target in pairs}
-    if len(wanted) != len(pairs) or len(targets) != len(pairs):
+    if len(wanted) != len(pairs) or len({target for _, target in pairs}) != len(pairs):
         raise OutputBoundError("two outputs (stdout and stderr included) share a name or a destination")
-    for target in targets:
-        parts = target.split("/")
-        for shorter in ("/".join(parts[:i]) for i in range(1, len(parts))):
-            if shorter in targets:
-                raise OutputBoundError(f"destination {shorter!r} would be both a file and the directory of "
-                                       f"{target!r}")
+    _check_targets([target for _, target in pairs])
     for name in wanted:
         split_name(name)
     return wanted
@@ -369,25 +366,128 @@ class _Staging:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def _open_parent(root_fd: int, target: str, root: Path) -> tuple[int, str]:
-    """A descriptor of ``target``'s directory under ``root`` (made as needed, never through a link) and its base."""
+def _open_parent(root_fd: int, target: str, root: Path, *, create: bool = True) -> tuple[int, str]:
+    """A descriptor of ``target``'s directory under ``root`` (made as needed unless not ``create``, never through a
+    link) and its base."""
     *dirs, base = target.split("/")
     fd = os.dup(root_fd)
     try:
         for i, part in enumerate(dirs):
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(part, 0o755, dir_fd=fd)
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o755, dir_fd=fd)
             try:
                 sub = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
             except OSError as exc:
                 where = "/".join(dirs[:i + 1])
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise OutputBoundError(f"output {target!r} would be written through {root / where}, which is "
+                    how = "written" if create else "read"
+                    raise OutputBoundError(f"output {target!r} would be {how} through {root / where}, which is "
                                            "not a real directory (a symlink or a file): refused") from exc
-                raise TransferError(f"cannot create {root / where}: {exc.strerror or exc}") from exc
+                raise TransferError(f"cannot {'create' if create else 'open'} {root / where}: "
+                                    f"{exc.strerror or exc}") from exc
             os.close(fd)
             fd = sub
     except BaseException:
         os.close(fd)
         raise
     return fd, base
+
+
+def read_chunk(root: Path, name: str, offset: int, size: int) -> bytes:
+    """At most ``min(size, MAX_CHUNK)`` bytes of the regular file ``name`` under ``root``, from ``offset`` (empty at
+    its end). Every directory on the way and the file itself are opened without following links, so a symlink put
+    anywhere under ``root`` is refused, never read through.
+
+    Raises :class:`OutputBoundError` for a name outside ``root`` (absolute, ``..``), a symlink or anything that is
+    not a regular file, :class:`TransferError` when the file (or ``root``) is not there. Blocking: run it off the
+    event loop."""
+    _, base = split_name(name)
+    if offset < 0 or size < 0:
+        raise ValueError(f"offset and size must be >= 0, got {offset} and {size}")
+    try:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise TransferError(f"the outputs under {root} are not on this node: {exc.strerror or exc}") from exc
+    try:
+        parent_fd, _ = _open_parent(root_fd, name, root, create=False)
+    except OutputBoundError:
+        raise
+    except TransferError as exc:
+        raise TransferError(f"{name!r} is not under {root}: {exc}") from exc
+    finally:
+        os.close(root_fd)
+    try:
+        try:
+            fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=parent_fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise OutputBoundError(f"{name!r} under {root} is a symbolic link: refused") from exc
+            raise TransferError(f"cannot read {name!r} under {root}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(parent_fd)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OutputBoundError(f"{name!r} under {root} is not a regular file: refused")
+        return os.pread(fd, min(size, MAX_CHUNK), offset)
+    finally:
+        os.close(fd)
+
+
+async def receive(destination: Path, manifest: OutputManifest, read: Callable[[str, int, int], Awaitable[bytes]],
+                  *, chunk: int = MAX_CHUNK) -> OutputManifest:
+    """Write the files ``manifest`` lists under ``destination``, pulling each with ``read(name, offset, size)`` (at
+    most ``size`` bytes from ``offset``; ``size`` <= ``chunk``), and return their manifest under ``destination``.
+
+    All or nothing, with :func:`fetch`'s local-side containment: the names are checked first (relative, no ``..``,
+    no two entries for one file, no file that another entry needs as a directory: :class:`OutputBoundError`), every
+    file is staged under ``destination`` while it is counted and hashed, and only once every one arrived with the
+    manifest's size and sha256 are they moved into place, through directories opened without following links (a
+    symlink under ``destination`` is refused, never written through). A file that arrives shorter, longer or with
+    another sha256 raises :class:`TransferError` and leaves nothing under ``destination``."""
+    if not 0 < chunk <= MAX_CHUNK:
+        raise ValueError(f"chunk must be in (0, {MAX_CHUNK}], got {chunk}")
+    names = [entry.name for entry in manifest.files]
+    for name in names:
+        split_name(name)
+    _check_targets(names)
+    bounds = OutputBounds(max_bytes=manifest.total_bytes, max_files=len(names))
+    staging = await asyncio.to_thread(_Staging.open, destination, names)
+    try:
+        for entry in manifest.files:
+            part = staging.new_file(entry.name, entry.size, manifest.job_id, bounds)
+            try:
+                while part.size < entry.size:
+                    want = min(chunk, entry.size - part.size)
+                    data = await read(entry.name, part.size, want)
+                    if not data:
+                        raise TransferError(f"{entry.name!r} of {manifest.job_id} ended after {part.size} bytes; "
+                                            f"the manifest says {entry.size}")
+                    if len(data) > want:
+                        raise TransferError(f"{entry.name!r} of {manifest.job_id}: asked for {want} bytes, got "
+                                            f"{len(data)}")
+                    await asyncio.to_thread(part.write, data)
+            finally:
+                part.close()
+            staging.keep(part)
+            if entry.sha256 and part.digest.hexdigest() != entry.sha256:
+                raise TransferError(f"{entry.name!r} of {manifest.job_id} arrived with another sha256 than the "
+                                    "manifest's (changed at the service since it was recorded?)")
+        entries = await asyncio.to_thread(staging.commit, {name: name for name in names})
+    finally:
+        await asyncio.to_thread(staging.discard)
+    return OutputManifest(job_id=manifest.job_id, destination=staging.root, files=entries, missing=manifest.missing,
+                          refused=manifest.refused)
+
+
+def _check_targets(targets: Sequence[str]) -> None:
+    """Refuse destinations that collide: one twice, or one that is also the directory of another."""
+    unique = set(targets)
+    if len(unique) != len(targets):
+        raise OutputBoundError("two outputs share a destination")
+    for target in unique:
+        parts = target.split("/")
+        for shorter in ("/".join(parts[:i]) for i in range(1, len(parts))):
+            if shorter in unique:
+                raise OutputBoundError(f"destination {shorter!r} would be both a file and the directory of "
+                                       f"{target!r}")

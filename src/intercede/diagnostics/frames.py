@@ -5,8 +5,9 @@
 * :func:`health_frame` — one row per CE: reachable, last poll, poll latency percentiles, job counts by state (what
   intercede tracks there) and, when given, the resource's own queue counts; error rate.
 * :func:`actions_frame` — the reconciler's recent actions (time, kind, key).
-* :func:`state_sample` / :func:`latency_sample` — the records one sample adds to a history; :func:`states_over_time`
-  turns a history into a time x state table for plotting.
+* :func:`state_sample` (from rows) / :func:`counts_sample` (from the facade's ``counts()``, whatever the number of
+  keys) / :func:`latency_sample` — the records one sample adds to a history; :func:`states_over_time` turns a
+  history into a time x state table for plotting.
 
 A key nothing has been observed for yet (declared, not yet submitted or not yet polled) has the state
 :data:`UNOBSERVED`.
@@ -30,6 +31,8 @@ __all__ = [
     "UNOBSERVED",
     "actions_frame",
     "as_dict",
+    "counts_frame",
+    "counts_sample",
     "health_frame",
     "jobs_frame",
     "latency_sample",
@@ -51,7 +54,7 @@ def _times(values: pd.Series) -> pd.Series:
     return pd.to_datetime(pd.to_numeric(values, errors="coerce"), unit="s", utc=True)
 
 
-def jobs_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+def jobs_frame(rows: Iterable[Any]) -> pd.DataFrame:
     """The facade's ``rows()`` as a DataFrame indexed by key, columns :data:`JOB_COLUMNS` (less ``key``)."""
     frame = pd.DataFrame([as_dict(r) for r in rows], columns=JOB_COLUMNS)
     frame["state"] = frame["state"].fillna(UNOBSERVED).astype(str)
@@ -117,6 +120,30 @@ def state_sample(rows: Iterable[Mapping[str, Any]], at: float) -> list[dict[str,
     """The records one sample of job states adds to a history: ``{"at", "ce", "state", "count"}``."""
     return [{"at": at, "ce": ce, "state": state, "count": n}
             for (ce, state), n in sorted(state_counts(rows).items())]
+
+
+def counts_sample(counts: Iterable[tuple[str, str | None, str, int]], at: float) -> list[dict[str, Any]]:
+    """The records one sample of job states adds to a history, from the facade's ``counts()`` ``(ce, state, phase,
+    n)``: the same records as :func:`state_sample`, phases summed."""
+    summed: Counter[tuple[str, str]] = Counter()
+    for ce, state, _, n in counts:
+        summed[(ce, state or UNOBSERVED)] += n
+    return [{"at": at, "ce": ce, "state": state, "count": n} for (ce, state), n in sorted(summed.items())]
+
+
+def counts_frame(counts: Iterable[tuple[str, str | None, str, int]]) -> pd.DataFrame:
+    """The facade's ``counts()`` as a CE x state table of key counts (states in :data:`STATES` order, only those that
+    occur), with a ``total`` row and column; empty when there are no keys."""
+    frame = pd.DataFrame([{"ce": ce, "state": state or UNOBSERVED, "count": n} for ce, state, _, n in counts],
+                         columns=["ce", "state", "count"])
+    if frame.empty:
+        return pd.DataFrame()
+    table = frame.pivot_table(index="ce", columns="state", values="count", aggfunc="sum", fill_value=0,
+                              margins=True, margins_name="total")
+    order = [s for s in STATES if s in table.columns]
+    table = table[order + [c for c in table.columns if c not in order]].astype(int)
+    table.index.name, table.columns.name = "ce", None
+    return table
 
 
 def latency_sample(health: Iterable[Any], at: float) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from intercede.diagnostics.records import STATES, UNOBSERVED, as_dict
 
-__all__ = ["ces_table", "jobs_table", "state_summary", "table"]
+__all__ = ["ces_table", "counts_summary", "jobs_table", "state_summary", "table"]
 
 
 def table(rows: Iterable[Sequence[Any]], headers: Sequence[str], *, right: Sequence[str] = ()) -> str:
@@ -61,11 +61,22 @@ def _ms(seconds: float | None) -> str | None:
 
 def state_summary(rows: Iterable[Mapping[str, Any]]) -> str:
     """``12 keys: Running 3, Done 8, Failed 1`` (states in progress order)."""
-    counts = Counter(str(as_dict(r).get("state") or UNOBSERVED) for r in rows)
+    return _summary(Counter(str(as_dict(r).get("state") or UNOBSERVED) for r in rows))
+
+
+def _summary(counts: Counter[str]) -> str:
     total = sum(counts.values())
     parts = [f"{s} {counts[s]}" for s in STATES if counts[s]] + \
         [f"{s} {n}" for s, n in sorted(counts.items()) if s not in STATES]
     return f"{total} keys" + (": " + ", ".join(parts) if parts else "")
+
+
+def counts_summary(counts: Iterable[tuple[str, str | None, str, int]]) -> str:
+    """:func:`state_summary` from the facade's ``counts()`` ``(ce, state, phase, n)``: no row needed."""
+    summed: Counter[str] = Counter()
+    for _, state, _, n in counts:
+        summed[state or UNOBSERVED] += n
+    return _summary(summed)
 
 
 def ces_table(health: Iterable[Any], now: float | None = None) -> str:
@@ -84,9 +95,12 @@ def ces_table(health: Iterable[Any], now: float | None = None) -> str:
                         "last error"], right=["p50", "p95", "poll errors", "tracked"])
 
 
-def jobs_table(rows: Iterable[Mapping[str, Any]], now: float | None = None, limit: int | None = None) -> str:
-    """One line per key: CE, wanted phase, observed state, native state, exit code, job id, attempts, last seen,
-    error; at most ``limit`` lines (a final line says how many were left out)."""
+def jobs_table(rows: Iterable[Any], now: float | None = None, limit: int | None = None,
+               total: int | None = None) -> str:
+    """One line per key (rows as records or mappings): CE, wanted phase, observed state, native state, exit code,
+    job id, attempts, last seen, error; at most ``limit`` lines. A final line says how many were left out: of
+    ``total`` keys when given (the rows are then the first ones only, as ``rows(limit=...)`` answers), else of the
+    rows."""
     now = time.time() if now is None else now
     items = [as_dict(r) for r in rows]
     shown = items if limit is None else items[:limit]
@@ -96,6 +110,7 @@ def jobs_table(rows: Iterable[Mapping[str, Any]], now: float | None = None, limi
              for r in shown]
     text = table(lines, ["key", "CE", "wanted", "state", "native", "exit", "job id", "tries", "last seen",
                          "collected", "error"], right=["exit", "tries"])
-    if len(shown) < len(items):
-        text += f"\n... and {len(items) - len(shown)} more (--limit)"
+    left = (len(items) if total is None else max(total, len(items))) - len(shown)
+    if left > 0:
+        text += f"\n... and {left} more (--limit)"
     return text

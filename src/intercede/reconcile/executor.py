@@ -19,8 +19,9 @@
   the purge of a key submitted more than once (and before forgetting a key that never got a job), its tag is looked up
   once more: every other job of its own attempts (an orphan that landed late, exited at its fence) is cancelled and
   purged, and what its attempts left at the resource is discarded.
-* Fetch: ``gateway.fetch`` -> verify every listed file under the destination -> ``record_manifest``; only then is
-  the job purged (two-phase destructive fetch).
+* Fetch: ``gateway.fetch`` (which fetches and verifies every listed file in one process, where they land) -> check
+  the manifest is the job's and the destination's -> ``record_manifest``; only then is the job purged (two-phase
+  destructive fetch).
 * Errors: temporary ones (see :meth:`RetryPolicy.is_temporary`) back the key off exponentially and never fail a job;
   permanent ones (a CE refusing the spec, credentials rejected) are recorded as ``permanent_error`` and never retried.
   A :class:`~intercede.errors.JournalError` stops the whole plan: without a journal nothing can be done safely.
@@ -45,7 +46,7 @@ from intercede.reconcile.journal import Journal
 from intercede.reconcile.policy import RetryPolicy
 from intercede.reconcile.state import Action, Adopt, Cancel, Fetch, Forget, Progress, Purge, Submit
 from intercede.reconcile.tracker import ReconcileState
-from intercede.reconcile.verify import verify_manifest
+from intercede.reconcile.verify import check_manifest_identity
 
 __all__ = ["Executor"]
 
@@ -366,10 +367,9 @@ class Executor:
         async def body() -> None:
             wanted = self._state.desired[action.key]
             gateway = self._gateway(wanted.ce)
-            await asyncio.to_thread(action.destination.mkdir, parents=True, exist_ok=True)
+            # The gateway fetches and verifies where the files land (the CE actor's node); here it is only recorded.
             manifest = await gateway.fetch(action.job_id, wanted.submission(), action.destination)
-            # Hashing every byte is slow work: keep it off the event loop.
-            await asyncio.to_thread(verify_manifest, manifest, action.job_id, action.destination)
+            check_manifest_identity(manifest, action.job_id, action.destination)
             self._put(action.key, self._journal.record_manifest(action.key, manifest))
 
         await self._guarded([action.key], "fetch", body())

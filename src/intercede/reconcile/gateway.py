@@ -43,7 +43,11 @@ class CEGateway(Protocol):
     * ``discard_attempts`` removes whatever the attempts left at the resource (staged or fenced directories);
       idempotent, a no-op where nothing is kept per attempt.
     * ``cancel`` and ``purge`` answer one :class:`~intercede.model.Outcome` per id; ``purge`` is idempotent.
-    * ``fetch`` writes a terminal job's outputs under ``destination`` and returns their manifest.
+    * ``fetch`` writes a terminal job's outputs under ``destination`` (on the CE side: the CE actor's node), verifies
+      them there against what the resource listed (size, and sha256 where listed), and returns the verified
+      manifest naming ``destination``; a mismatch raises
+      :class:`~intercede.reconcile.verify.ManifestMismatchError` (temporary) or
+      :class:`~intercede.reconcile.verify.ManifestConflictError` (permanent).
 
     A call raises only when it failed as a whole: :class:`~intercede.errors.ConnectivityError` or
     :class:`~intercede.errors.TimeoutError` (the reconciler backs off and retries) or a permanent error such as

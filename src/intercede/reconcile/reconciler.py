@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, KeysView, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -62,7 +62,10 @@ class _Declared:
 
 @dataclass(frozen=True, slots=True)
 class KeyRow:
-    """One key as a query sees it (a row of :meth:`Reconciler.snapshot`)."""
+    """One key as a query sees it: the typed record of :meth:`Reconciler.snapshot` and of the service's ``rows``,
+    ``rows_of`` and ``wait`` (``from intercede import KeyRow``). ``phase`` and ``state`` are string enums (they
+    compare equal to their values, e.g. ``row.state == "Done"``); ``state`` is None until a state was observed;
+    ``outputs`` is the recorded manifest's destination, on the CE actor's node."""
 
     key: str
     ce: str
@@ -277,6 +280,10 @@ class Reconciler:
 
     def key_count(self) -> int:
         return len(self._state.desired)
+
+    def keys(self) -> KeysView[str]:
+        """Every declared key (a live view, in no order)."""
+        return self._state.desired.keys()
 
     def counts(self) -> Counter[tuple[str, JobState | None, Phase]]:
         """How many keys there are per (CE, state, wanted phase); state None: no state observed yet."""

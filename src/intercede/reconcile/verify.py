@@ -1,19 +1,22 @@
 """Check a fetched output manifest against the files really present under the destination.
 
-The reconciler records a manifest, and then purges the remote job, only after this check: a destructive fetch must
-not lose outputs because a transfer was cut short or a file was overwritten.
+The process that fetched runs this check, on the files it just wrote (the CE actor, on its node: the reconciler may
+run elsewhere and could not see them); the reconciler records the manifest, and then purges the remote job, only
+after it passed: a destructive fetch must not lose outputs because a transfer was cut short or a file was
+overwritten. :func:`check_manifest_identity` is the part that needs no file: what the reconciler checks itself.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import stat
 from pathlib import Path, PurePosixPath
 
 from intercede.errors import OutputBoundError, TransferError
 from intercede.model import OutputManifest
 
-__all__ = ["ManifestConflictError", "ManifestMismatchError", "verify_manifest"]
+__all__ = ["ManifestConflictError", "ManifestMismatchError", "check_manifest_identity", "verify_manifest"]
 
 _CHUNK = 1 << 20
 
@@ -51,10 +54,22 @@ def _check_consistent(manifest: OutputManifest) -> None:
                                         f"directory of {name!r}")
 
 
+def check_manifest_identity(manifest: OutputManifest, job_id: str, destination: Path) -> None:
+    """Raise :class:`ManifestMismatchError` unless ``manifest`` is for ``job_id`` and names ``destination`` (paths
+    compared as written: no file is read, so it holds wherever the files are); :class:`ManifestConflictError` if no
+    set of files could ever match it."""
+    if manifest.job_id != job_id:
+        raise ManifestMismatchError(f"manifest is for job {manifest.job_id!r}, expected {job_id!r}")
+    if Path(os.path.normpath(manifest.destination)) != Path(os.path.normpath(destination)):
+        raise ManifestMismatchError(f"manifest destination {manifest.destination} is not {destination}")
+    _check_consistent(manifest)
+
+
 def verify_manifest(manifest: OutputManifest, job_id: str, destination: Path) -> None:
     """Raise :class:`ManifestMismatchError` unless ``manifest`` is for ``job_id`` and ``destination`` and every file
-    it lists is a regular file inside ``destination`` with the listed size and sha256. Reads every byte: run it off
-    the event loop."""
+    it lists is a regular file inside ``destination`` with the listed size and sha256 (an entry whose sha256 is empty
+    is checked by size only: a resource that lists no checksum). Reads every byte: run it off the event loop, in the
+    process that wrote the files."""
     if manifest.job_id != job_id:
         raise ManifestMismatchError(f"manifest is for job {manifest.job_id!r}, expected {job_id!r}")
     root = destination.resolve()
@@ -77,5 +92,5 @@ def verify_manifest(manifest: OutputManifest, job_id: str, destination: Path) ->
             raise ManifestMismatchError(f"{entry.name!r} resolves outside {destination}")
         if info.st_size != entry.size:
             raise ManifestMismatchError(f"{entry.name!r} has {info.st_size} bytes, the manifest says {entry.size}")
-        if _sha256(path) != entry.sha256:
+        if entry.sha256 and _sha256(path) != entry.sha256:
             raise ManifestMismatchError(f"{entry.name!r} does not match its sha256 in the manifest")
