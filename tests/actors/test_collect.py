@@ -17,7 +17,9 @@ from intercede.actors.seam import RaySeam
 from intercede.actors.settings import Settings
 from intercede.backends.outputs import MAX_CHUNK
 from intercede.model import JobSpec, OutputFile
-from tests.faults.conftest import stop_actors
+from tests.faults.conftest import _ray_shutdown_at_session_end, ray_local, stop_actors
+
+__all__ = ["_ray_shutdown_at_session_end", "ray_local"]  # the fixtures, imported for pytest
 
 pytestmark = pytest.mark.actors
 
