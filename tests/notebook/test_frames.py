@@ -151,3 +151,14 @@ def test_credential_files_are_found_at_any_depth_of_the_transport_options() -> N
     assert [(o, str(p)) for o, p in found] == [("endpoint.client_keys", "/k1"), ("endpoint.client_keys", "/k2"),
                                                ("endpoint.known_hosts", "/kh"), ("jump.known_hosts", "/jkh"),
                                                ("token_file", "/t")]
+
+
+def test_jobs_frame_of_typed_records_holds_plain_strings() -> None:
+    from intercede.model import JobState
+    from intercede.reconcile import KeyRow, Phase
+
+    frame = frames.jobs_frame([KeyRow("a", "local", Phase.COLLECTED, JobState.DONE, "", 0, "1@x", None, 1, None,
+                                      None, collected=True)])
+    assert type(frame.loc["a", "state"]) is str and type(frame.loc["a", "phase"]) is str
+    assert (frame.loc["a", "state"], frame.loc["a", "phase"], bool(frame.loc["a", "collected"])) == \
+        ("Done", "collected", True)

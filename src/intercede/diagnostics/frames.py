@@ -15,6 +15,7 @@ A key nothing has been observed for yet (declared, not yet submitted or not yet 
 
 from __future__ import annotations
 
+import enum
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -57,6 +58,8 @@ def _times(values: pd.Series) -> pd.Series:
 def jobs_frame(rows: Iterable[Any]) -> pd.DataFrame:
     """The facade's ``rows()`` as a DataFrame indexed by key, columns :data:`JOB_COLUMNS` (less ``key``)."""
     frame = pd.DataFrame([as_dict(r) for r in rows], columns=JOB_COLUMNS)
+    for column in ("phase", "state"):  # records carry string enums: plain strings in the frame
+        frame[column] = frame[column].map(lambda v: v.value if isinstance(v, enum.Enum) else v)
     frame["state"] = frame["state"].fillna(UNOBSERVED).astype(str)
     frame["exit_code"] = frame["exit_code"].astype("Int64")
     frame["attempts"] = frame["attempts"].fillna(0).astype(int)
