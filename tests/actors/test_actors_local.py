@@ -13,9 +13,10 @@ from intercede.actors.reconciler import JobRequest, ReconcilerActor, ce_actor_na
 from intercede.actors.seam import LocalSeam
 from intercede.actors.settings import Settings, load_settings
 from intercede.backends.registry import CEConfig
+from intercede.diagnostics import text
 from intercede.errors import InvalidSpecError
 from intercede.model import JobSpec, OutputFile, OutputManifest
-from intercede.reconcile import ManifestMismatchError, RetryPolicy
+from intercede.reconcile import KeyRow, ManifestMismatchError, RetryPolicy
 
 pytestmark = pytest.mark.actors
 
@@ -126,3 +127,18 @@ async def test_the_ce_actor_verifies_what_it_fetched_in_its_own_process(tmp_path
         await ce.fetch(job, spec, tmp_path / "again")
     assert RetryPolicy.is_temporary(mismatch.value), "repeating the fetch rewrites the file"
     await ce.aclose()
+
+
+async def test_summaries_move_counts_and_the_rows_asked_for_not_every_row(tmp_path: Path) -> None:
+    seam = LocalSeam()
+    settings = Settings.embedded(tmp_path / "data", job_root=tmp_path / "jobs")
+    actor = seam.start(ReconcilerActor, reconciler_name(), settings, seam=seam, start=False)
+    ic = Intercede(seam, actor)
+    await ic.declare([JobRequest(f"k-{i}", "local", _spec("true")) for i in (3, 1, 2, 0)], progress=False)
+    first = await ic.rows(limit=2)
+    assert [r.key for r in first] == ["k-0", "k-1"] and all(isinstance(r, KeyRow) for r in first)
+    assert await ic.unknown(["k-9", "k-1", "k-8"]) == ["k-9", "k-8"]
+    assert await ic.counts() == [("local", None, "running", 4)]
+    assert text.counts_summary(await ic.counts()) == "4 keys: Unobserved 4"
+    assert text.jobs_table(first, total=4).endswith("... and 2 more (--limit)")
+    actor.close()
