@@ -8,7 +8,7 @@ client needs::
     pg.dsn()                  # postgresql://intercede@<ip>:5432/intercede   (no password in it)
     pg.passfile               # a libpq password file (0600) holding the password
     pg.new_database()         # a fresh empty database owned by intercede; its DSN (for one test, one journal)
-    pg.stop_server(); pg.start_server()   # an outage: connections are cut (immediate shutdown), then it is back
+    pg.stop_server(); pg.start_server()   # an outage: every session is terminated (fast shutdown), then it is back
 
 For the service: ``Settings(journal=pg.new_database(), journal_passfile=pg.passfile, ...)``. In the tests the
 session fixture ``postgres`` (tests/conftest.py) starts one per xdist worker and stops it at the end.
@@ -75,7 +75,7 @@ class PostgresStack:
         return int(result.exit_code), result.output.decode(errors="replace")
 
     def stop_server(self) -> None:
-        """Stop PostgreSQL at once (``pg_ctl stop -m immediate``): every connection is cut, as in a crash."""
+        """Stop PostgreSQL (``pg_ctl stop -m fast``): every session is terminated at once; the container stays."""
         code, out = self.exec("pg-ctl", "stop")
         if code != 0:
             raise RuntimeError(f"pg-ctl stop failed ({code}): {out}")

@@ -66,7 +66,7 @@ def _sqlite_store(path: Path) -> Store:
     return Store("sqlite", lambda: Journal(path), query, execute)
 
 
-def _postgres_store(pg: PostgresStack, dsn: str) -> Store:
+def postgres_store(pg: PostgresStack, dsn: str) -> Store:
     dbname = dsn.rsplit("/", 1)[1]
     with pg.connect(dbname) as conn:
         conn.execute("DROP TABLE IF EXISTS progress, desired, journal_meta")
@@ -86,7 +86,7 @@ def _postgres_store(pg: PostgresStack, dsn: str) -> Store:
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     if request.param == "sqlite":
         return _sqlite_store(tmp_path / "journal.db")
-    return _postgres_store(request.getfixturevalue("postgres"), request.getfixturevalue("suite_database"))
+    return postgres_store(request.getfixturevalue("postgres"), request.getfixturevalue("suite_database"))
 
 
 @pytest.fixture

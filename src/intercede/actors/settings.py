@@ -63,7 +63,9 @@ class Settings(BaseModel):
     """Where the journal lives, how often the reconciler ticks, and the CEs."""
 
     # defer_build: the union of CE kinds is built from the entry points at the first validation, not at import.
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    # hide_input_in_errors: a ValidationError's text would quote a journal URL, password and all
+    # (load_settings quotes scalar inputs itself, never the journal's).
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True, hide_input_in_errors=True)
 
     data_dir: ConfigPath = Path("intercede-data")
     tick_interval: Seconds = 1.0

@@ -286,6 +286,9 @@ class PostgresJournal(SQLJournal):
             advice = "the database does not exist: create it (createdb -O <user> <dbname>) or fix the dbname"
         elif sqlstate == "42501":
             advice = "the user lacks a privilege on the journal's database or tables: grant it, or use the owner"
+        elif sqlstate == "25P02":
+            advice = ("an earlier statement of this batch failed, so PostgreSQL aborted its transaction: the whole "
+                      "batch is rolled back when it ends; nothing of it is written")
         elif sqlstate == "53100":
             advice = "the server's disk is full; nothing of this write was committed. Free space on the server"
         elif sqlstate == "25006":
