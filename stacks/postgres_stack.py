@@ -49,7 +49,6 @@ class PostgresStack:
     user: str
     passfile: Path
     container: DockerContainer = field(repr=False)
-    _password: str = field(repr=False)
     _tmp: Path = field(repr=False)
     _databases: int = field(default=0, repr=False)
 
@@ -118,7 +117,7 @@ def start_postgres(*, suite: str = "bookworm", timeout: float = 90.0) -> Postgre
     password = secrets.token_urlsafe(24)  # [A-Za-z0-9_-]: nothing to escape in a password file
     container = DockerContainer(image, init=True, env={"PG_PASSWORD": password})
     passfile = tmp / "pgpass"
-    stack = PostgresStack("", PORT, USER, passfile, container, password, tmp)
+    stack = PostgresStack("", PORT, USER, passfile, container, tmp)
     try:
         container.start()
         stack.host = harness.container_address(container)

@@ -22,8 +22,6 @@ from intercede.reconcile import Journal, JournalStore
 from intercede.reconcile.journal_postgres import PostgresJournal
 from stacks.postgres_stack import PostgresStack
 
-pytestmark = pytest.mark.journal
-
 #: A spec with a secret, a variable and resources: every field a journal stores.
 SPEC = JobSpec(
     executable="run.sh",

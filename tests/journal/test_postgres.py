@@ -71,7 +71,7 @@ def test_a_write_whose_error_is_caught_inside_a_batch_still_fails_the_batch_whol
         pg_store: Store, owned: PostgresJournal) -> None:
     # The server refuses one statement (a constraint stands for any server-side refusal: a full disk, a trigger).
     pg_store.execute("ALTER TABLE progress ADD CONSTRAINT few_attempts CHECK (attempts < 5)")
-    with pytest.raises(JournalError, match="rolled the whole transaction back"), owned.batch():
+    with pytest.raises(JournalError, match="none of its writes is kept"), owned.batch():
         owned.record_submit_intent("before", "att-1")
         with pytest.raises(JournalError, match="few_attempts"):
             owned.record_error("before", "boom", permanent=False, next_attempt_at=1.0, attempts=9)

@@ -145,6 +145,19 @@ def test_a_journal_turned_read_only_under_a_running_reconciler_refuses_the_whole
     assert progress["k1"] == Progress()
 
 
+def test_a_write_whose_error_is_caught_inside_a_batch_still_fails_the_batch_whole(journal: Journal) -> None:
+    journal.declare(Desired("k1", "ce", SPEC))
+    with pytest.raises(JournalError, match="none of its writes is kept"), journal.batch():
+        journal.record_submit_intent("k1", "att-1")
+        journal._db.execute("PRAGMA query_only = ON")
+        with pytest.raises(JournalError, match="read-only"):
+            journal.declare(Desired("k2", "ce", SPEC))
+        journal._db.execute("PRAGMA query_only = OFF")
+        journal.declare(Desired("k3", "ce", SPEC))  # SQLite would commit this one: the batch must not
+    desired, progress = journal.load()
+    assert set(desired) == {"k1"} and progress["k1"] == Progress()
+
+
 def test_a_full_disk_raises_journal_error_with_nothing_half_written(path: Path) -> None:
     journal = Journal(path)
     conn = journal._db

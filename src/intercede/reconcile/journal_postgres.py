@@ -104,6 +104,7 @@ class PostgresJournal(SQLJournal):
     """
 
     _db_errors = (psycopg.Error,)
+    _chain_errors = False  # psycopg's exception carries connection details; the JournalError says what matters
     _real_type = "DOUBLE PRECISION"
 
     def __init__(self, conninfo: str, *, passfile: str | os.PathLike[str] | None = None,

@@ -46,7 +46,7 @@ from intercede.reconcile.journal_rows import (
 )
 from intercede.reconcile.state import Desired, Observation, Phase, Progress
 
-__all__ = ["JournalStore", "SQLJournal", "Statements"]
+__all__ = ["JournalStore", "Rows", "SQLJournal", "Statements"]
 
 
 @runtime_checkable
@@ -77,6 +77,8 @@ class JournalStore(Protocol):
 
 
 class Rows(Protocol):
+    """What a statement returns: its result rows (a DB-API cursor)."""
+
     def fetchone(self) -> Any: ...
     def fetchall(self) -> list[Any]: ...
 
@@ -93,16 +95,19 @@ class SQLJournal:
     * :meth:`_atomic` — one real transaction: BEGIN, yield the statements, COMMIT; ROLLBACK and re-raise on any
       exception, database errors translated by :meth:`_error`;
     * :meth:`_statements` — the statements outside a transaction of its own (inside a batch, or to read);
-    * :attr:`_db_errors` and :meth:`_error` — which exceptions are the store's and the advice for each;
+    * :attr:`_db_errors` and :meth:`_error` — which exceptions are the store's and the advice for each
+      (:attr:`_chain_errors` false keeps the driver's exception out of the cause chain);
     * :meth:`_schema_version` / :meth:`_set_schema_version`, :attr:`_real_type`, :meth:`_wipe` and :meth:`close`.
     """
 
     _db_errors: tuple[type[BaseException], ...] = ()
+    _chain_errors = True  # whether a JournalError keeps the driver's exception as its cause
     _real_type = "REAL"
 
     def __init__(self) -> None:
         self._deleted = False  # secrets were scrubbed or rows deleted since the last wipe()
         self._batch_depth = 0  # > 0 inside batch(): writes join its one transaction
+        self._batch_failed = False  # a write inside the open batch failed: the batch must not commit
 
     # ---- what a backend provides
 
@@ -159,9 +164,10 @@ class SQLJournal:
     @contextlib.contextmanager
     def batch(self, what: str = "write a batch") -> Iterator[None]:
         """Group every write made inside the block into one transaction: all of them are stored when the block exits
-        normally, none of them if it raises (the exception propagates). Writes inside a batch return the new progress
-        as usual, but it is durable only once the block exits. Batches do not nest (a nested ``batch`` joins the
-        outer one)."""
+        normally, none of them if it raises (the exception propagates), nor if a write inside it failed even though
+        the caller caught that error (the block then raises :class:`JournalError` as it exits). Writes inside a batch
+        return the new progress as usual, but it is durable only once the block exits. Batches do not nest (a nested
+        ``batch`` joins the outer one)."""
         if self._batch_depth:
             self._batch_depth += 1
             try:
@@ -170,18 +176,23 @@ class SQLJournal:
                 self._batch_depth -= 1
             return
         with self._atomic(what):
-            self._batch_depth = 1
+            self._batch_depth, self._batch_failed = 1, False
             try:
                 yield
             finally:
                 self._batch_depth = 0
+            if self._batch_failed:
+                # The caller caught a failed write and went on: committing the others would half-write the batch.
+                raise JournalError(f"journal {self._where()}: cannot {what}: a write inside it failed, so none of "
+                                   "its writes is kept")
 
     @contextlib.contextmanager
     def _translated(self, what: str) -> Iterator[None]:
         try:
             yield
         except self._db_errors as exc:
-            raise self._error(what, exc) from exc
+            self._batch_failed = self._batch_failed or self._batch_depth > 0
+            raise self._error(what, exc) from (exc if self._chain_errors else None)
 
     @contextlib.contextmanager
     def _transaction(self, what: str) -> Iterator[Statements]:
