@@ -255,8 +255,10 @@ class SQLJournal:
 
     def wipe(self) -> None:
         """Make scrubbed secrets and forgotten keys unrecoverable as far as the store allows (the executor calls it
-        after each plan). Cheap when nothing was deleted since the last wipe."""
-        if not self._deleted:
+        after each plan). Cheap when nothing was deleted since the last wipe. Inside a batch it waits for the next
+        call outside one (what the batch deleted is not committed yet, and PostgreSQL cannot vacuum in a
+        transaction)."""
+        if not self._deleted or self._batch_depth:
             return
         self._wipe()
         self._deleted = False
