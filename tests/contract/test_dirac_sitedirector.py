@@ -45,9 +45,9 @@ def _local(root: Path) -> dict[str, Any]:
 
 
 RESOURCES = [
-    pytest.param("local_root", _local, id="direct-Local", marks=pytest.mark.xdist_group("case-direct-Local")),
-    pytest.param("slurm_stacks", _slurm, id="slurm-24.11", marks=pytest.mark.xdist_group("case-slurm-24.11")),
-    pytest.param("condor_ce_25", _condor_ce, id="HTCondor-CE-25.x",
+    pytest.param(("local_root", _local), id="direct-Local", marks=pytest.mark.xdist_group("case-direct-Local")),
+    pytest.param(("slurm_stacks", _slurm), id="slurm-24.11", marks=pytest.mark.xdist_group("case-slurm-24.11")),
+    pytest.param(("condor_ce_25", _condor_ce), id="HTCondor-CE-25.x",
                  marks=pytest.mark.xdist_group("case-HTCondor-CE-25.x")),
 ]
 
@@ -71,7 +71,8 @@ def _wrapper(tmp_path: Path, body: str) -> Path:
     return path
 
 
-def _until(ce: IntercedeComputingElement, refs: Sequence[str], states: set[str], timeout: float = 180) -> dict[str, str]:
+def _until(ce: IntercedeComputingElement, refs: Sequence[str], states: set[str],
+           timeout: float = 180) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     while True:
         answer = ce.getJobStatus(refs)

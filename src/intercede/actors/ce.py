@@ -86,7 +86,8 @@ class CEActor:
         self.backend: JobBackend = build_backend(config)
         self._clock = clock
         provider = credentials or load_provider(config.credentials, config.credential_options)
-        self.credentials = CredentialKeeper(config.name, self.backend, provider, margins=config.credential_margins,
+        self.credentials = CredentialKeeper(config.name, self.backend, provider,
+                                            margins={str(k): v for k, v in config.credential_margins.items()},
                                             interval=min(max(config.poll_interval, 1.0), 30.0), clock=clock)
         self._keeping: asyncio.Task[None] | None = None
         self._limit = asyncio.Semaphore(concurrency)

@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -61,21 +60,21 @@ except ImportError:  # DIRAC is an optional extra
     class _Base:  # type: ignore[no-redef]
         """The part of DIRAC's ComputingElement this plug-in relies on, for use without DIRAC."""
 
-        def __init__(self, ceName: str) -> None:  # noqa: N803 - DIRAC's signature
+        def __init__(self, ceName: str) -> None:
             self.ceName = ceName
             self.ceParameters: dict[str, Any] = {}
             self.proxy: Any = None
             self.token: Any = None
             self.log = logging.getLogger(f"intercede.dirac.{ceName}")
 
-        def setParameters(self, ceOptions: Mapping[str, Any]) -> dict[str, Any]:  # noqa: N802, N803
+        def setParameters(self, ceOptions: Mapping[str, Any]) -> dict[str, Any]:
             self.ceParameters.update(ceOptions)
             return pilots.s_ok()
 
-        def setProxy(self, proxy: Any) -> None:  # noqa: N802
+        def setProxy(self, proxy: Any) -> None:
             self.proxy = proxy
 
-        def setToken(self, token: Any) -> None:  # noqa: N802
+        def setToken(self, token: Any) -> None:
             self.token = token
 
         def available(self) -> dict[str, Any]:
@@ -98,10 +97,10 @@ except ImportError:  # DIRAC is an optional extra
 CALL_TIMEOUT = 900.0
 
 
-class IntercedeComputingElement(_Base):  # type: ignore[misc,valid-type]
+class IntercedeComputingElement(_Base):  # type: ignore[misc]
     """A DIRAC ComputingElement over one intercede backend (see the module docstring)."""
 
-    def __init__(self, ceUniqueID: str) -> None:  # noqa: N803 - DIRAC's signature
+    def __init__(self, ceUniqueID: str) -> None:
         super().__init__(ceUniqueID)
         self.submittedJobs = 0
         self._loop: LoopThread | None = None
@@ -148,7 +147,7 @@ class IntercedeComputingElement(_Base):  # type: ignore[misc,valid-type]
         for need in backend.credential_needs():
             if need.kind == "token":
                 credential = credential_from_bytes("token", text.encode(), need.audience)
-                self._loop.run(lambda n=need, c=credential: backend.use_credential(n, c), CALL_TIMEOUT)  # type: ignore[misc]
+                self._loop.run(lambda n=need, c=credential: backend.use_credential(n, c), CALL_TIMEOUT)
 
     def _resources(self) -> Resources:
         p = self.ceParameters
@@ -182,12 +181,12 @@ class IntercedeComputingElement(_Base):  # type: ignore[misc,valid-type]
         """Close the backend and stop the loop thread (idempotent)."""
         if self._loop is not None:
             backend = self._backend
-            self._loop.close((lambda: backend.aclose()) if backend is not None else None)  # type: ignore[attr-defined]
+            self._loop.close((lambda: backend.aclose()) if backend is not None else None)
             self._loop, self._backend = None, None
 
     # -- DIRAC's ComputingElement interface ----------------------------------------------------------------------
 
-    def submitJob(self, executableFile: str, proxy: Any = None, numberOfJobs: int = 1,  # noqa: N802, N803
+    def submitJob(self, executableFile: str, proxy: Any = None, numberOfJobs: int = 1,
                   **kwargs: Any) -> dict[str, Any]:
         """Submit ``numberOfJobs`` copies of the pilot wrapper: S_OK(refs) with ``PilotStampDict`` {ref: stamp}.
         A copy the resource refused is left out (and logged); S_ERROR only when none was submitted."""
@@ -217,7 +216,7 @@ class IntercedeComputingElement(_Base):  # type: ignore[misc,valid-type]
         answer["PilotStampDict"] = stamps
         return answer
 
-    def getJobStatus(self, jobIDList: Sequence[str]) -> dict[str, Any]:  # noqa: N802, N803
+    def getJobStatus(self, jobIDList: Sequence[str]) -> dict[str, Any]:
         """S_OK({ref: state}) with intercede's (= DIRAC's) state strings (keyed by the reference without its
         ``:::<stamp>``, as DIRAC's own CEs answer)."""
         try:
@@ -232,7 +231,7 @@ class IntercedeComputingElement(_Base):  # type: ignore[misc,valid-type]
         found = loop.run(lambda: backend.status(list(ids)), CALL_TIMEOUT)
         return {ids[s.job_id]: s for s in found if s.job_id in ids}
 
-    def getJobLog(self, jobID: str) -> dict[str, Any]:  # noqa: N802, N803
+    def getJobLog(self, jobID: str) -> dict[str, Any]:
         """S_OK(text): the pilot's state, native state, exit code, reason and times as the resource reports them."""
         try:
             status = self._statuses([jobID]).get(jobID.split(":::")[0])
@@ -242,7 +241,7 @@ class IntercedeComputingElement(_Base):  # type: ignore[misc,valid-type]
             return pilots.s_error(f"CE {self.ceName}: no status for {jobID}")
         return pilots.s_ok(pilots.status_text(status))
 
-    def getJobOutput(self, jobID: str, localDir: str | None = None) -> dict[str, Any]:  # noqa: N802, N803
+    def getJobOutput(self, jobID: str, localDir: str | None = None) -> dict[str, Any]:
         """S_OK((stdout, stderr)) of a pilot; with ``localDir`` the files are also left there."""
         try:
             loop, backend = self._ensure()
@@ -261,11 +260,11 @@ class IntercedeComputingElement(_Base):  # type: ignore[misc,valid-type]
             return pilots.s_error(f"CE {self.ceName}: cannot get the output of {jobID}: {exc}")
         return pilots.s_ok((texts[0], texts[1]))
 
-    def killJob(self, jobIDList: Sequence[str] | str) -> dict[str, Any]:  # noqa: N802, N803
+    def killJob(self, jobIDList: Sequence[str] | str) -> dict[str, Any]:
         """Cancel pilots: S_OK(), or S_ERROR naming those that could not be cancelled."""
         return self._bulk(jobIDList, Cancellable, "cancel")
 
-    def cleanJob(self, jobIDList: Sequence[str] | str) -> dict[str, Any]:  # noqa: N802, N803
+    def cleanJob(self, jobIDList: Sequence[str] | str) -> dict[str, Any]:
         """Remove what the pilots left at the resource (intercede's purge): S_OK(), or S_ERROR naming failures."""
         answer = self._bulk(jobIDList, Purgeable, "purge")
         if answer["OK"]:
@@ -287,7 +286,7 @@ class IntercedeComputingElement(_Base):  # type: ignore[misc,valid-type]
         failed = [f"{ids[o.job_id]}: {o.detail}" for o in outcomes if not o.ok and o.job_id in ids]
         return pilots.s_error(f"CE {self.ceName}: {op} failed for {'; '.join(failed)}") if failed else pilots.s_ok()
 
-    def getCEStatus(self) -> dict[str, Any]:  # noqa: N802
+    def getCEStatus(self) -> dict[str, Any]:
         """S_OK() carrying ``SubmittedJobs``, ``RunningJobs``, ``WaitingJobs``: the resource's counts where it
         reports load, else those of the pilots this object submitted and has not cleaned."""
         try:

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 from intercede import Intercede, JobSpec, OutputFile, Settings
-
 from intercede_diracx_tasks.store import FINAL, SQLitePilotStore
 from intercede_diracx_tasks.tasks import CheckPilotsTask, PilotContext, SubmitPilotsTask, configure
 

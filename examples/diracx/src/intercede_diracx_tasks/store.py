@@ -34,7 +34,8 @@ class SQLitePilotStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         with self._db() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS pilots (id TEXT PRIMARY KEY, ce TEXT NOT NULL, status TEXT NOT NULL)")
+            db.execute("CREATE TABLE IF NOT EXISTS pilots "
+                       "(id TEXT PRIMARY KEY, ce TEXT NOT NULL, status TEXT NOT NULL)")
 
     def _db(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path)

@@ -22,7 +22,6 @@ from typing import Any
 
 from intercede import Intercede, JobRequest, JobSpec
 from intercede.errors import UnknownKeyError
-
 from intercede_diracx_tasks.store import FINAL, PilotStore
 
 try:  # a DiracX deployment

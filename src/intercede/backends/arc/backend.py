@@ -30,6 +30,7 @@ from typing import Any, Self
 from urllib.parse import quote
 
 from intercede.backends.capabilities import LoadReport
+from intercede.backends.credentials import Credential, CredentialNeed
 from intercede.errors import (
     AuthenticationError,
     CommandError,
@@ -50,8 +51,6 @@ from intercede.model import (
     Submission,
     SubmitResult,
 )
-
-from intercede.backends.credentials import Credential, CredentialNeed
 
 from . import _adl, _delegation, _parse
 from ._rest import RestClient

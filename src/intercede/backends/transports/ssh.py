@@ -118,7 +118,8 @@ class SSHTransport(Transport):
     def credential_needs(self) -> list[CredentialNeed]:
         """One ``ssh-key`` per client key of the endpoint (slot ``ssh-key:<n>``); a provider's key replaces that
         file's from the next connection on (an open connection stays: it is authenticated already)."""
-        return [CredentialNeed(f"ssh-key:{i}", "ssh-key", None, Path(p)) for i, p in enumerate(self.endpoint.client_keys)]
+        keys = self.endpoint.client_keys
+        return [CredentialNeed(f"ssh-key:{i}", "ssh-key", None, Path(p)) for i, p in enumerate(keys)]
 
     async def use_credential(self, need: CredentialNeed, credential: Credential) -> None:
         self._given_keys[need.slot] = credential.secret
