@@ -53,8 +53,14 @@ class CredentialKeeper:
 
     @property
     def problem(self) -> str:
-        """What keeps this CE from authenticating ("" when nothing does)."""
-        return "; ".join(f"{slot}: {why}" for slot, why in sorted(self._problems.items()))
+        """What keeps this CE from authenticating ("" when nothing does), as of now: a credential in use that
+        expired since the last round counts even while the provider is still busy making the next one."""
+        problems = dict(self._problems)
+        now = self._clock()
+        for need in self._needs:
+            if need.slot not in problems and (why := problem(self._used.get(need.slot), need, now)):
+                problems[need.slot] = why
+        return "; ".join(f"{slot}: {why}" for slot, why in sorted(problems.items()))
 
     def expiries(self) -> dict[str, float | None]:
         """Per slot, when the credential in use expires (None: it does not say)."""
