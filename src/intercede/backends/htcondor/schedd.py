@@ -81,8 +81,10 @@ class HTCondorBackend:
         return f"<HTCondorBackend {self.name} pool={self.client.pool}>"
 
     def credential_needs(self) -> list[CredentialNeed]:
-        """The IDTOKEN (a :class:`~intercede.backends.credentials.CredentialConsumer`); the default provider reads
-        ``token_file``."""
+        """The IDTOKEN, when one is configured (a :class:`~intercede.backends.credentials.CredentialConsumer`); the
+        default provider reads ``token_file``. Without one the pool authenticates otherwise: nothing to keep."""
+        if self.client.token_file is None:
+            return []
         return [CredentialNeed("idtoken", "token", None, self.client.token_file)]
 
     async def use_credential(self, need: CredentialNeed, credential: Credential) -> None:
