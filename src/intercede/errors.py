@@ -11,7 +11,8 @@ operation failed; per-job problems come back as outcomes, never as exceptions.
      │    └── ConfigConflictError    a running service has other settings than those given
      ├── UnsupportedError            the backend lacks the capability asked for           (permanent)
      ├── AuthenticationError         credentials missing, rejected or expired; host key   (permanent)
-     │    └── HostKeyError           unknown or changed SSH host key: never accepted
+     │    ├── HostKeyError           unknown or changed SSH host key: never accepted
+     │    └── CredentialExpiredError the CE's credential is missing or expired; a fresh one is awaited (temporary)
      ├── ConnectivityError           the resource cannot be reached right now             (temporary)
      ├── TimeoutError                an operation ran past its deadline                   (temporary)
      ├── CommandError                a command ran and failed (exit status, stderr)
@@ -34,6 +35,7 @@ __all__ = [
     "CommandNotFoundError",
     "ConfigConflictError",
     "ConnectivityError",
+    "CredentialExpiredError",
     "HostKeyError",
     "IntercedeError",
     "InvalidSpecError",
@@ -80,6 +82,12 @@ class HostKeyError(AuthenticationError):
     """The SSH server's host key is not the pinned one (unknown or changed). It is never accepted."""
 
 
+class CredentialExpiredError(AuthenticationError):
+    """The CE's credential is missing or expired and its provider has no fresh one yet. Temporary: the CE reports an
+    authentication problem in its health, its jobs are held back (never failed), and it recovers by itself when a
+    fresh credential appears."""
+
+
 class ConnectivityError(IntercedeError):
     """The resource cannot be reached (refused, unreachable, connection dropped)."""
 
@@ -121,4 +129,4 @@ class JournalError(IntercedeError):
 
 def is_temporary(error: BaseException) -> bool:
     """Whether retrying later may succeed (the resource was unreachable or slow), as opposed to a permanent refusal."""
-    return isinstance(error, ConnectivityError | TimeoutError)
+    return isinstance(error, ConnectivityError | TimeoutError | CredentialExpiredError)

@@ -40,3 +40,21 @@ async def test_a_delegation_is_created_once_reused_and_recreated_when_the_ce_doe
         be._delegation_checked = 0.0  # due for its check (made at most once a minute)
         again = await be.delegation()
         assert again not in (None, "ffff00001111", first)
+
+
+@pytest.mark.parametrize("release", ["7.2"], ids=["arc-7.2"])
+async def test_a_renewed_proxy_renews_the_delegation_in_place(release: str, request: pytest.FixtureRequest) -> None:
+    """The credential keeper hands a new proxy to the backend: the delegation jobs use is renewed under the same id
+    (``action=renew``), so running jobs keep a valid proxy (DIRAC #7908), and later submits use it."""
+    from intercede.backends.credentials import credential_from_bytes
+
+    stack: ARCStack = request.getfixturevalue(f"arc_{release.replace('.', '_')}")
+    async with ARCBackend(stack.url, ca_file=stack.ca_file, proxy_file=stack.proxy_file) as be:
+        first = await be.delegation()
+        assert first is not None and be._delegation is not None
+        (need,) = [n for n in be.credential_needs() if n.kind == "proxy"]
+        be._delegation = (first, be._delegation[1].replace(year=2000))  # as if it were about to expire
+        await be.use_credential(need, credential_from_bytes("proxy", stack.proxy_file.read_bytes()))
+        assert be._delegation[0] == first and be._delegation[1].year > 2000  # renewed in place, new expiry
+        result = await be.submit(JobSpec(executable="/bin/true"))
+        assert delegation_of(stack, result.job_ids[0]) == first

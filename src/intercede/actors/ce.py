@@ -14,6 +14,11 @@ another node and only records the verified manifest. The files stay under the fe
 node (the service's output area), and :meth:`read_output` serves them on in bounded chunks to whoever collects them,
 wherever that caller runs (:meth:`Intercede.collect <intercede.actors.client.Intercede.collect>`).
 
+Credentials are kept by a :class:`~intercede.actors.credentials.CredentialKeeper` on a task of their own (refreshed
+before they expire, whether or not jobs move). While one is missing or expired the CE reports it (``auth_problem``),
+counts as unreachable to the reconciler (its jobs are held back, never failed), and refuses calls with the temporary
+:class:`~intercede.errors.CredentialExpiredError`; it recovers by itself when a fresh credential appears.
+
 Submits in flight are counted per tag: a reconciler that restarted while its predecessor's submit still runs here
 must not take "no job found" for "never submitted", so :meth:`find_attempts` names those tags ``in_flight``.
 """
@@ -34,6 +39,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from intercede.actors import metrics
+from intercede.actors.credentials import CredentialKeeper
 from intercede.backends import outputs
 from intercede.backends.capabilities import (
     AttemptTaggable,
@@ -46,8 +52,9 @@ from intercede.backends.capabilities import (
     Purgeable,
     Taggable,
 )
+from intercede.backends.credentials import CredentialProvider, load_provider
 from intercede.backends.registry import CEConfigBase, build_backend
-from intercede.errors import TransferError, UnsupportedError, is_temporary
+from intercede.errors import CredentialExpiredError, TransferError, UnsupportedError, is_temporary
 from intercede.model import JobSpec, JobStatus, Outcome, OutputManifest, SubmitResult
 from intercede.reconcile.gateway import TaggedJobs
 from intercede.reconcile.verify import verify_manifest
@@ -73,15 +80,23 @@ class CEHealth(BaseModel):
     poll_latency_p95: float | None
     call_errors: int
     states: dict[str, int]
+    auth_problem: str = ""  # why this CE cannot authenticate (missing or expired credential); "" when it can
+    credentials: dict[str, float | None] = {}  # per credential slot, when the one in use expires (epoch seconds)
 
 
 class CEActor:
     """Owns one CE's backend; see the module docstring. ``clock`` returns epoch seconds (injectable for tests)."""
 
-    def __init__(self, config: CEConfigBase, *, concurrency: int = 8, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: CEConfigBase, *, concurrency: int = 8, clock: Callable[[], float] = time.time,
+                 credentials: CredentialProvider | None = None) -> None:
         self.config = config
         self.backend: JobBackend = build_backend(config)
         self._clock = clock
+        provider = credentials or load_provider(config.credentials, config.credential_options)
+        self.credentials = CredentialKeeper(config.name, self.backend, provider,
+                                            margins={str(k): v for k, v in config.credential_margins.items()},
+                                            interval=min(max(config.poll_interval, 1.0), 30.0), clock=clock)
+        self._keeping: asyncio.Task[None] | None = None
         self._limit = asyncio.Semaphore(concurrency)
         self._tracked: set[str] = set()
         self._cache: dict[str, tuple[int, JobStatus]] = {}
@@ -129,6 +144,7 @@ class CEActor:
 
     async def poll(self) -> bool:
         """One batched status query for every tracked id; returns whether the CE answered."""
+        await self.credentials.ready()
         ids = sorted(self._tracked)
         start = time.monotonic()
         self._polls += 1
@@ -166,6 +182,8 @@ class CEActor:
         """Start the poll loop (once: never more than one poller per CE)."""
         if self._poller is None or self._poller.done():
             self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
+        if self._keeping is None or self._keeping.done():
+            self._keeping = asyncio.get_running_loop().create_task(self.credentials.run_forever())
 
     async def _poll_forever(self) -> None:
         while True:
@@ -178,11 +196,15 @@ class CEActor:
         if epoch != self.epoch:
             since = 0
         changed = [s for v, s in self._cache.values() if v > since]
-        return self.epoch, self._version, changed, self._reachable
+        return self.epoch, self._version, changed, self._reachable and not self.credentials.problem
 
     # -- forwarded operations ---------------------------------------------------------------------------------
 
     async def _call(self, what: Callable[[], Awaitable[T]]) -> T:
+        await self.credentials.ready()
+        if self.credentials.problem:
+            self._call_errors += 1
+            raise CredentialExpiredError(f"CE {self.config.name}: {self.credentials.problem}")
         async with self._limit:
             try:
                 return await what()
@@ -292,7 +314,8 @@ class CEActor:
             poll_errors=self._poll_errors, last_poll_at=self._last_poll_at, last_error=self._last_error,
             poll_latency_p50=statistics.median(lat) if lat else None,
             poll_latency_p95=lat[math.ceil(0.95 * len(lat)) - 1] if lat else None,  # nearest rank: never < p50
-            call_errors=self._call_errors, states=states,
+            call_errors=self._call_errors, states=states, auth_problem=self.credentials.problem,
+            credentials=self.credentials.expiries(),
         )
 
     def _state_counts(self) -> dict[str, int]:
@@ -304,6 +327,8 @@ class CEActor:
     async def aclose(self) -> None:
         if self._poller is not None:
             self._poller.cancel()
+        if self._keeping is not None:
+            self._keeping.cancel()
         await self.backend.aclose()
 
 

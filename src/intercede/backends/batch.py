@@ -34,6 +34,7 @@ from typing import Self
 
 from intercede.backends import outputs
 from intercede.backends.capabilities import LoadReport
+from intercede.backends.credentials import Credential, CredentialConsumer, CredentialNeed
 from intercede.backends.jobscript import CLAIM, SCRIPT, SECRETS, TAGFILE, render
 from intercede.backends.schedulers.base import BatchJob, NativeStatus, PurgingScheduler, Scheduler, SubmitRequest
 from intercede.backends.transports.base import Transport, chunks_within, quoted_size
@@ -118,6 +119,14 @@ class BatchBackend:
 
     async def aclose(self) -> None:
         await self.transport.aclose()
+
+    def credential_needs(self) -> list[CredentialNeed]:
+        """The transport's (an SSH transport's client keys; none for a local one)."""
+        return list(self.transport.credential_needs()) if isinstance(self.transport, CredentialConsumer) else []
+
+    async def use_credential(self, need: CredentialNeed, credential: Credential) -> None:
+        if isinstance(self.transport, CredentialConsumer):
+            await self.transport.use_credential(need, credential)
 
     def __repr__(self) -> str:
         return f"<BatchBackend {self.name} root={self.root}>"

@@ -112,6 +112,11 @@ class CEConfigBase(BaseModel):
     poll_interval: Seconds = 5.0
     submits_per_tick: int = Field(50, ge=1)
     grace: Seconds = Field(120.0, description="seconds a job may be missing from queue and history")
+    credentials: str | None = Field(None, description="credential provider: an `intercede.credentials` entry point or "
+                                    "module:attribute; None reads the files this CE's options name")
+    credential_options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the provider")
+    credential_margins: dict[Literal["token", "proxy", "ssh-key"], Seconds] = Field(
+        default_factory=dict, description="seconds before expiry at which a credential is refreshed, per kind")
 
     def build(self) -> object:
         """The backend this configuration describes; does no I/O. Subclasses implement it."""

@@ -30,6 +30,7 @@ from typing import Any, Self
 from urllib.parse import quote
 
 from intercede.backends.capabilities import LoadReport
+from intercede.backends.credentials import Credential, CredentialNeed
 from intercede.errors import (
     AuthenticationError,
     CommandError,
@@ -234,12 +235,35 @@ class ARCBackend:
             self._delegation_checked = time.monotonic()
             return self._delegation[0]
 
-    async def _delegate(self) -> tuple[str, datetime]:
-        answer = await self.rest.call("POST", "delegations", params={"action": "new"})
-        made = answer.headers.get("Location", "").rstrip("/").rpartition("/")[2]
+    # -- credentials (a CredentialConsumer; the default provider reads proxy_file and token_file) -------------------
+
+    def credential_needs(self) -> list[CredentialNeed]:
+        needs = []
+        if self.rest.proxy_file is not None:
+            needs.append(CredentialNeed("proxy", "proxy", None, Path(self.rest.proxy_file)))
+        if self.rest.token_file is not None:
+            needs.append(CredentialNeed("token", "token", self.rest.endpoint, Path(self.rest.token_file)))
+        return needs
+
+    async def use_credential(self, need: CredentialNeed, credential: Credential) -> None:
+        """A renewed proxy renews the delegation in place (``action=renew``: the jobs that use it keep a valid
+        proxy, DIRAC #7908); the REST client itself re-reads the files when they change."""
+        if need.slot == "proxy" and self.delegate:
+            async with self._delegating:
+                if self._delegation is not None:
+                    self._delegation = await self._delegate(renew=self._delegation[0], proxy=credential.secret)
+
+    async def _delegate(self, renew: str | None = None, proxy: bytes | None = None) -> tuple[str, datetime]:
+        if renew is not None:
+            answer = await self.rest.call("POST", f"delegations/{renew}", params={"action": "renew"})
+            made = renew
+        else:
+            answer = await self.rest.call("POST", "delegations", params={"action": "new"})
+            made = answer.headers.get("Location", "").rstrip("/").rpartition("/")[2]
         if not made:
             raise ConnectivityError(f"{self.name}: A-REX made a delegation but did not say where")
-        proxy = await asyncio.to_thread(Path(self.rest.proxy_file or "").read_bytes)
+        if proxy is None:
+            proxy = await asyncio.to_thread(Path(self.rest.proxy_file or "").read_bytes)
         try:
             signed = _delegation.sign_request(answer.content, proxy)
         except ValueError as exc:
@@ -248,7 +272,8 @@ class ARCBackend:
         await self.rest.call("PUT", f"delegations/{made}", content=signed,
                              headers={"Content-Type": "application/x-pem-file"})
         expires = _delegation.not_after(signed)
-        log.debug("%s: delegation %s created, valid until %s", self.name, made, expires.isoformat())
+        log.debug("%s: delegation %s %s, valid until %s", self.name, made, "renewed" if renew else "created",
+                  expires.isoformat())
         return made, expires
 
     # -- status --------------------------------------------------------------------------------------------------

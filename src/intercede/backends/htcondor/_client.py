@@ -8,6 +8,8 @@ Contract:
   ``/dev/null``: nothing of this machine's HTCondor configuration leaks in), ``_CONDOR_*`` knobs for the
   authentication ``methods``, and a private 0700 token directory holding a copy of ``token_file`` (IDTOKENS); a
   ``scitoken_file`` is handed over as ``_CONDOR_SCITOKENS_FILE``. The copy is refreshed when the file changes.
+  A token handed over by :meth:`CondorClient.set_token` (a credential provider's) replaces the file's: it is written
+  0600 into the private directory, and idle workers are retired so the next call authenticates with it.
 * Errors: a missing or unreadable token file raises :class:`~intercede.errors.AuthenticationError` before any I/O;
   so does an authentication the daemon refused (with a hint when the token has expired). A daemon that cannot be
   reached or is not advertised raises :class:`~intercede.errors.ConnectivityError`; a call that runs past its
@@ -84,6 +86,7 @@ class CondorClient:
         self._busy: set[_Worker] = set()
         self._dir: Path | None = None
         self._copied: tuple[float, int] | None = None
+        self._given: dict[str, bytes] = {}  # "idtoken" / "scitoken" -> a provider's token, replacing the file's
         self._closed = False
 
     # -- calls ------------------------------------------------------------------------------------------------------
@@ -153,15 +156,38 @@ class CondorClient:
 
     # -- workers ----------------------------------------------------------------------------------------------------
 
+    async def set_token(self, slot: str, token: bytes) -> None:
+        """Authenticate with ``token`` from now on, in ``slot`` ``"idtoken"`` or ``"scitoken"`` (never logged)."""
+        if self._given.get(slot) == token:
+            return
+        self._given[slot] = token
+        if self._dir is not None:
+            self._write_given()
+        idle, self._idle = self._idle, []
+        for worker in idle:  # their security sessions were made with the old token
+            await self._retire(worker)
+
+    def _write_given(self) -> None:
+        assert self._dir is not None
+        for slot, token in self._given.items():
+            target = self._dir / "tokens" / "intercede" if slot == "idtoken" else self._dir / "scitoken"
+            tmp = target.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(token.strip() + b"\n")
+            os.replace(tmp, target)
+
     def _check_credentials(self) -> None:
-        for path in (self.token_file, self.scitoken_file):
-            if path is not None and not os.access(path, os.R_OK):
+        for slot, path in (("idtoken", self.token_file), ("scitoken", self.scitoken_file)):
+            if path is not None and slot not in self._given and not os.access(path, os.R_OK):
                 raise AuthenticationError(f"HTCondor {self.pool}: token file {path} is missing or unreadable")
         if self.token_file is not None and self._dir is not None:
             self._copy_token()
 
     def _copy_token(self) -> None:
         assert self.token_file is not None and self._dir is not None
+        if "idtoken" in self._given:
+            return
         st = self.token_file.stat()
         if self._copied == (st.st_mtime, st.st_size):
             return
@@ -190,7 +216,9 @@ class CondorClient:
             "_CONDOR_SEC_TOKEN_SYSTEM_DIRECTORY": tokens,
             "_CONDOR_TOOL_DEBUG": "D_ALWAYS",
         }
-        if self.scitoken_file is not None:
+        if "scitoken" in self._given:
+            env["_CONDOR_SCITOKENS_FILE"] = str(self._dir / "scitoken")
+        elif self.scitoken_file is not None:
             env["_CONDOR_SCITOKENS_FILE"] = str(self.scitoken_file)
         env |= {f"_CONDOR_{k}": v for k, v in self.config.items()}
         return env
@@ -201,6 +229,7 @@ class CondorClient:
             (self._dir / "tokens").mkdir(mode=0o700)
         if self.token_file is not None:
             self._copy_token()
+        self._write_given()
         # Run by path: the worker imports nothing of intercede, so it starts without importing the package.
         process = await asyncio.create_subprocess_exec(
             sys.executable, str(Path(__file__).with_name("_worker.py")), stdin=asyncio.subprocess.PIPE,

@@ -28,6 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from intercede.backends.credentials import Credential, CredentialNeed
 from intercede.backends.htcondor import _ops
 from intercede.backends.htcondor._client import CondorClient
 from intercede.backends.htcondor.schedd import default_staging
@@ -79,6 +80,19 @@ class HTCondorCEBackend:
 
     def __repr__(self) -> str:
         return f"<HTCondorCEBackend {self.name} {self.audience}>"
+
+    def credential_needs(self) -> list[CredentialNeed]:
+        """The SciToken (for this CE's audience) and/or the IDTOKEN it was configured with (a
+        :class:`~intercede.backends.credentials.CredentialConsumer`); the default provider reads their files."""
+        needs = []
+        if "SCITOKENS" in self.client.methods:
+            needs.append(CredentialNeed("scitoken", "token", self.audience, self.client.scitoken_file))
+        if "IDTOKENS" in self.client.methods:
+            needs.append(CredentialNeed("idtoken", "token", None, self.client.token_file))
+        return needs
+
+    async def use_credential(self, need: CredentialNeed, credential: Credential) -> None:
+        await self.client.set_token(need.slot, credential.secret)
 
     async def version(self) -> str:
         """The CE schedd's ``$CondorVersion`` string."""

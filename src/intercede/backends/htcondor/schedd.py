@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import Self
 
 from intercede.backends.capabilities import LoadReport
+from intercede.backends.credentials import Credential, CredentialNeed
 from intercede.backends.htcondor import _ops
 from intercede.backends.htcondor._client import CondorClient
 from intercede.model import JobSpec, JobStatus, Outcome, OutputBounds, OutputManifest, SubmitResult
@@ -78,6 +79,16 @@ class HTCondorBackend:
 
     def __repr__(self) -> str:
         return f"<HTCondorBackend {self.name} pool={self.client.pool}>"
+
+    def credential_needs(self) -> list[CredentialNeed]:
+        """The IDTOKEN, when one is configured (a :class:`~intercede.backends.credentials.CredentialConsumer`); the
+        default provider reads ``token_file``. Without one the pool authenticates otherwise: nothing to keep."""
+        if self.client.token_file is None:
+            return []
+        return [CredentialNeed("idtoken", "token", None, self.client.token_file)]
+
+    async def use_credential(self, need: CredentialNeed, credential: Credential) -> None:
+        await self.client.set_token(need.slot, credential.secret)
 
     async def version(self) -> str:
         """The schedd's ``$CondorVersion`` string."""

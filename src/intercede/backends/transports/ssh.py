@@ -48,6 +48,7 @@ from typing import Any, Self, TypeVar
 import asyncssh
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from intercede.backends.credentials import Credential, CredentialNeed
 from intercede.backends.transports.base import CommandResult, Sink, Transport
 from intercede.errors import (
     AuthenticationError,
@@ -110,6 +111,18 @@ class SSHTransport(Transport):
         self._sftp_lock = asyncio.Lock()
         self._sessions = asyncio.Semaphore(max_sessions)
         self._open_channels = 0
+        self._given_keys: dict[str, bytes] = {}  # slot -> a credential provider's key, replacing the file's
+
+    # -- credentials (a CredentialConsumer; the default provider reads the client key files) ----------------------
+
+    def credential_needs(self) -> list[CredentialNeed]:
+        """One ``ssh-key`` per client key of the endpoint (slot ``ssh-key:<n>``); a provider's key replaces that
+        file's from the next connection on (an open connection stays: it is authenticated already)."""
+        keys = self.endpoint.client_keys
+        return [CredentialNeed(f"ssh-key:{i}", "ssh-key", None, Path(p)) for i, p in enumerate(keys)]
+
+    async def use_credential(self, need: CredentialNeed, credential: Credential) -> None:
+        self._given_keys[need.slot] = credential.secret
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Self:
@@ -210,9 +223,10 @@ class SSHTransport(Transport):
                        ) -> asyncssh.SSHClientConnection:
         where = f"ssh://{ep.address}" + (" (jump host)" if ep is self.jump else "")
         keys = []
-        for path in ep.client_keys:
+        for i, path in enumerate(ep.client_keys):
+            given = self._given_keys.get(f"ssh-key:{i}") if ep is self.endpoint else None
             try:
-                keys.append(asyncssh.read_private_key(path))
+                keys.append(asyncssh.import_private_key(given) if given else asyncssh.read_private_key(path))
             except OSError as exc:
                 raise AuthenticationError(f"{where}: cannot read client key {path}: {exc.strerror or exc}") from exc
             except asyncssh.KeyImportError as exc:
