@@ -61,7 +61,7 @@ async def _left_slurm_queue(version: str, stacks: SlurmStacks, job_id: str) -> N
 
 def _sge(stack: GridEngineStack) -> JobBackend:
     root = "/home/tester/jobs"
-    return BatchBackend(SSHTransport(stack.endpoint()), GridEngineScheduler(), root, name=f"sge-{stack.version}")
+    return BatchBackend(SSHTransport(stack.endpoint()), GridEngineScheduler(root), root, name=f"sge-{stack.version}")
 
 
 def sge_refused() -> tuple[JobSpec, str]:

@@ -243,7 +243,7 @@ def _scheduler(config: BatchConfig) -> Scheduler:
     if config.scheduler == "sge":
         from intercede.backends.schedulers.gridengine import GridEngineScheduler
 
-        return GridEngineScheduler()
+        return GridEngineScheduler(config.root)
     from intercede.backends.schedulers.slurm import SlurmScheduler
 
     return SlurmScheduler()

@@ -31,8 +31,12 @@ Quirks this module absorbs:
   deleted).
 * With the master down every command exits 1 saying ``unable to send message to qmaster`` (or ``unable to contact
   qmaster``): that is :class:`~intercede.errors.ConnectivityError`; for ``qsub`` the job may or may not exist.
-* A numeric tag would be read as a job id by ``qstat -j``/``qacct -j``, and names may not hold ``,/:@\\*?`` or blanks:
-  such tags are refused (:class:`~intercede.errors.InvalidSpecError`).
+* The accounting file records no working directory, so a finished job found by its name alone could not be proved to
+  be ours. A tagged job is therefore named ``<tag>~<uid>``, the uid being its working directory's name under ``root``
+  (the attempt): ``qstat -j '<tag>~*'`` and ``qacct -j '<tag>~*'`` (Grid Engine's name patterns) find every job of a
+  tag, in the queue (where ``JB_cwd`` is checked against the name) and in accounting.
+* Names may not hold ``,/:@\\`` or blanks, and ``*?[]`` are pattern characters: tags holding them are refused
+  (:class:`~intercede.errors.InvalidSpecError`).
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ __all__ = ["GridEngineScheduler", "state_of"]
 
 _JOB_ID = re.compile(r"[1-9][0-9]*\Z")
 _TERSE_ID = re.compile(r"([1-9][0-9]*)(?:\.[0-9]+-[0-9]+:[0-9]+)?\Z")
-_NAME = re.compile(r"[^\s,/:@\\*?'\"]+\Z")
+_NAME = re.compile(r"[^\s,/:@\\*?\[\]~'\"]+\Z")  # a tag, as it may appear in a job name and a name pattern
 _NOT_EXIST = re.compile(r'job "?([0-9]+)"? does not exist')
 _NO_MASTER = ("unable to send message to qmaster", "unable to contact qmaster", "commlib error",
               "can't unpack gdi request", "failed receiving gdi request")
@@ -66,6 +70,13 @@ _HISTORY = (
 )
 _FIND_HISTORY = 'for name; do echo "=== tag $name"; qacct -j "$name" 2>&1; done; true'  # qacct exits 1 on a miss
 _LOAD = 'qstat -g c && echo "=== jobs" && qstat -xml'
+
+
+def _check_tag(tag: str) -> str:
+    if not _NAME.match(tag) or tag.isdigit():
+        raise InvalidSpecError(f"tag {tag!r} cannot be a Grid Engine job name (no blanks, quotes or ,/:@\\*?[]~; not "
+                               "only digits)")
+    return tag
 
 
 def state_of(letters: str) -> JobState:
@@ -154,13 +165,15 @@ def _final(record: dict[str, str]) -> NativeStatus:
 class GridEngineScheduler:
     """Grid Engine, driven through qsub, qstat, qacct and qdel (all pure; see the module docstring).
 
-    ``job_name`` names jobs submitted without a tag; ``parallel_environment`` is the PE that ``cores`` > 1 asks for
+    ``root`` is the directory holding the jobs' working directories (BatchBackend's root); ``job_name`` names jobs
+    submitted without a tag; ``parallel_environment`` is the PE that ``cores`` > 1 asks for
     (``-pe <pe> <cores>``; sites name theirs, often ``smp``); ``queue`` in a job's resources maps to ``-q``.
     """
 
     name = "sge"
 
-    def __init__(self, *, job_name: str = "intercede", parallel_environment: str = "smp") -> None:
+    def __init__(self, root: str, *, job_name: str = "intercede", parallel_environment: str = "smp") -> None:
+        self.root = root.rstrip("/")
         self.job_name = job_name
         self.parallel_environment = parallel_environment
 
@@ -173,10 +186,8 @@ class GridEngineScheduler:
         slot), wall_time -> ``-l h_rt=<seconds>``, queue -> ``-q``, account -> ``-A``. GPUs and several nodes have no
         portable Grid Engine request: pass the site's own (``-l gpu=1``, a PE) as native options."""
         res = request.resources
-        name = request.tag or self.job_name
-        if not _NAME.match(name) or name.isdigit():
-            raise InvalidSpecError(f"tag {name!r} cannot be a Grid Engine job name (no blanks, ,/:@\\*? or quotes; "
-                                   "not only digits)")
+        _check_tag(request.tag or self.job_name)
+        name = f"{request.tag}~{request.workdir.rsplit('/', 1)[-1]}" if request.tag else self.job_name
         if res.gpus or res.nodes > 1:
             raise InvalidSpecError("Grid Engine has no portable request for GPUs or several nodes: pass the site's "
                                    "own (e.g. -l gpu=1, -pe mpi 64) in resources.native")
@@ -281,31 +292,29 @@ class GridEngineScheduler:
         """``qstat -j <names> -xml`` (queued jobs with their working directory) and qacct per name (finished)."""
         if not tags:
             return []
-        for tag in tags:
-            if not _NAME.match(tag) or tag.isdigit():
-                raise InvalidSpecError(f"tag {tag!r} cannot be searched as a Grid Engine job name")
-        return [["qstat", "-j", ",".join(tags), "-xml"], ["sh", "-c", _FIND_HISTORY, "sh", *tags]]
+        patterns = [f"{_check_tag(tag)}~*" for tag in tags]
+        return [["qstat", "-j", ",".join(patterns), "-xml"], ["sh", "-c", _FIND_HISTORY, "sh", *patterns]]
 
     def parse_find(self, results: Sequence[CommandResult], tags: Sequence[str]) -> dict[str, list[BatchJob]]:
-        """Tag -> jobs with exactly that name. Accounting records no working directory, so a finished job found only
-        there is listed with workdir "" (the backend cannot prove it is its own and leaves it alone; the ``.claim``
-        fence then refuses a resubmit of its attempt)."""
+        """Tag -> jobs named ``<tag>~<uid>``: from the queue (a job whose recorded ``JB_cwd`` is not ``root/<uid>``
+        is not ours and is left out) and from accounting (the working directory is ``root/<uid>``)."""
         found: dict[str, dict[str, BatchJob]] = {tag: {} for tag in tags}
         queue, history = results
         if not queue.ok and "do not exist" not in _text(queue) + queue.text:
             raise _fail(queue, "tag lookup failed")
-        if queue.text.strip().startswith("<"):
-            for job in _xml(queue, queue.text, "qstat -j").iter("element"):
-                number, name = job.findtext("JB_job_number"), job.findtext("JB_job_name")
-                if number and name in found:
-                    found[name][number.strip()] = BatchJob(number.strip(), (job.findtext("JB_cwd") or "").strip())
         if not history.ok:
             raise _fail(history, "tag lookup failed")
-        for head, body in _sections(history.text):
-            _, _, name = head.partition(" ")
-            for record in _records(body):
-                if record.get("jobname") == name and name in found:
-                    found[name].setdefault(record["jobnumber"], BatchJob(record["jobnumber"], ""))
+        named = []
+        if queue.text.strip().startswith("<"):
+            named += [(job.findtext("JB_job_number"), job.findtext("JB_job_name"), job.findtext("JB_cwd"))
+                      for job in _xml(queue, queue.text, "qstat -j").iter("element")]
+        named += [(r.get("jobnumber"), r.get("jobname"), None)
+                  for _, body in _sections(history.text) for r in _records(body)]
+        for number, name, cwd in named:
+            tag, sep, uid = (name or "").strip().rpartition("~")
+            workdir = f"{self.root}/{uid}"
+            if number and sep and tag in found and (cwd is None or cwd.strip() == workdir):
+                found[tag].setdefault(number.strip(), BatchJob(number.strip(), workdir))
         return {tag: list(jobs.values()) for tag, jobs in found.items()}
 
     # -- load ---------------------------------------------------------------------------------------------------------
