@@ -86,6 +86,17 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def ssh_greets(host: str, port: int) -> bool:
+    """Whether an SSH server answers on ``host:port`` (its identification line): the engine may accept on a published
+    port before sshd listens."""
+    try:
+        with socket.create_connection((host, port), timeout=1.0) as s:
+            s.settimeout(1.0)
+            return s.recv(64).startswith(b"SSH-2.0-")
+    except OSError:
+        return False
+
+
 def stop_container(container: Any) -> None:
     """Stop and remove a testcontainers container, tolerating podman 4.3's 500 "container state improper" (or "no
     such container") when the container had already exited."""

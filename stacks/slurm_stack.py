@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -116,12 +115,6 @@ class SlurmStack:
                 shutil.rmtree(self.keys.folder, ignore_errors=True)
 
 
-def _sshd_greets(host: str, port: int) -> bool:
-    # The engine may accept on the published port before sshd listens: wait for the SSH banner itself.
-    with socket.create_connection((host, port), timeout=1.0) as s:
-        return s.recv(4).startswith(b"SSH-")
-
-
 def start(version: str = "24.11", *, keys_dir: Path | None = None, min_job_age: int = 10, cpus: int = 4,
           timeout: float = 120.0) -> SlurmStack:
     """Start one stack (see the module docstring); the caller must :meth:`SlurmStack.stop` it."""
@@ -148,7 +141,7 @@ def start(version: str = "24.11", *, keys_dir: Path | None = None, min_job_age: 
                          f"Slurm {version}: node idle", timeout)
         harness.wait_for(lambda: stack.exec(["sacct", "-n", "-X"], user=USERNAME).exit_code == 0,
                          f"Slurm {version}: accounting answers", timeout)
-        harness.wait_for(lambda: _sshd_greets(stack.host, stack.port), f"Slurm {version}: sshd", timeout)
+        harness.wait_for(lambda: harness.ssh_greets(stack.host, stack.port), f"Slurm {version}: sshd", timeout)
         stack.started_in = time.monotonic() - t0
         stack.version = stack.check(["sinfo", "--version"]).split()[-1]
     except BaseException:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -77,7 +76,8 @@ class SSHStack:
         code, out = self.exec("pkill", "-x", "sshd|sshd-session|sshd-auth")  # OpenSSH >= 10 splits sshd in three
         if code != 0:
             raise RuntimeError(f"pkill sshd failed ({code}): {out.decode(errors='replace')}")
-        harness.wait_for(lambda: self._sshd_pid() not in ("", before) and _banner(self.port),
+        harness.wait_for(lambda: self._sshd_pid() not in ("", before)
+                         and harness.ssh_greets("127.0.0.1", self.port),
                          f"sshd restarted on 127.0.0.1:{self.port}", timeout=timeout, interval=0.05)
 
     def logs(self) -> str:
@@ -113,7 +113,8 @@ def start_sshd(*, suite: str = "bookworm", timeout: float = 60.0) -> SSHStack:
     stack = SSHStack("127.0.0.1", port, USERNAME, keys, keys.known_hosts(port), container, tmp)
     try:
         container.start()
-        harness.wait_for(lambda: _banner(port), f"sshd on 127.0.0.1:{port}", timeout=timeout, interval=0.1)
+        harness.wait_for(lambda: harness.ssh_greets("127.0.0.1", port), f"sshd on 127.0.0.1:{port}",
+                         timeout=timeout, interval=0.1)
     except BaseException as exc:
         with contextlib.suppress(Exception):
             exc.add_note(f"sshd container logs:\n{stack.logs()}")
@@ -127,16 +128,6 @@ def start_jump_pair(*, suite: str = "bookworm") -> Iterator[tuple[SSHStack, SSHS
     """Yield ``(target, jump)``: two sshd containers, each with its own host key; reach the target via the jump."""
     with start_sshd(suite=suite) as target, start_sshd(suite=suite) as jump:
         yield target, jump
-
-
-def _banner(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether an SSH server answers on ``host:port`` (reads its identification line)."""
-    try:
-        with socket.create_connection((host, port), timeout=1.0) as s:
-            s.settimeout(1.0)
-            return s.recv(64).startswith(b"SSH-2.0-")
-    except OSError:
-        return False
 
 
 if __name__ == "__main__":  # pragma: no cover - manual smoke test: python -m stacks.ssh_stack

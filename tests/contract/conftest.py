@@ -13,9 +13,13 @@ import pytest
 from intercede.backends.batch import BatchBackend
 from intercede.backends.capabilities import JobBackend
 from intercede.backends.schedulers.direct import DirectScheduler
+from intercede.backends.schedulers.gridengine import GridEngineScheduler
 from intercede.backends.schedulers.slurm import SlurmScheduler
 from intercede.backends.transports.local import LocalTransport
 from intercede.backends.transports.ssh import SSHEndpoint, SSHTransport
+from intercede.model import JobSpec, Resources
+from stacks.sge_stack import SGE_VERSIONS, GridEngineStack
+from stacks.sge_stack import start as start_sge
 from stacks.slurm_stack import SLURM_VERSIONS, SlurmStack
 from stacks.slurm_stack import start as start_slurm
 from stacks.ssh_stack import SSHStack, start_sshd
@@ -55,6 +59,15 @@ async def _left_slurm_queue(version: str, stacks: SlurmStacks, job_id: str) -> N
     raise AssertionError(f"job {native} never left the Slurm queue")
 
 
+def _sge(stack: GridEngineStack) -> JobBackend:
+    root = "/home/tester/jobs"
+    return BatchBackend(SSHTransport(stack.endpoint()), GridEngineScheduler(root), root, name=f"sge-{stack.version}")
+
+
+def sge_refused() -> tuple[JobSpec, str]:
+    return JobSpec(executable="true", resources=Resources(queue="no-such.q")), "queue"
+
+
 class SlurmStacks:
     """Slurm stacks started on first use, one per version, stopped at the end of the session."""
 
@@ -76,6 +89,7 @@ CASES = [
     Case("direct-SSH", (pytest.mark.direct,), "sshd_stack", _ssh_direct),
     *(Case(f"slurm-{v}", (pytest.mark.slurm,), "slurm_stacks", _slurm(v), refused=slurm_refused(),
            left_queue=functools.partial(_left_slurm_queue, v)) for v in SLURM_VERSIONS),
+    *(Case(f"sge-{v}", (pytest.mark.sge,), "sge_stack", _sge, refused=sge_refused()) for v in SGE_VERSIONS),
     *HTCONDOR_CASES,
     *ARC_CASES,
 ]
@@ -86,6 +100,13 @@ def slurm_stacks() -> Iterator[SlurmStacks]:
     stacks = SlurmStacks()
     yield stacks
     stacks.stop()
+
+
+@pytest.fixture(scope="session")
+def sge_stack() -> Iterator[GridEngineStack]:
+    stack = start_sge()
+    yield stack
+    stack.stop()
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ A batch CE in TOML::
     [[ce]]
     kind = "batch"                     # may be left out when `scheduler` is given
     name = "cluster"
-    scheduler = "slurm"                # direct | slurm | htcondor (the CLI over the transport)
+    scheduler = "slurm"                # direct | slurm | htcondor | sge (the CLI over the transport)
     root = "/home/alice/intercede"     # job working directories live here, on the resource
     transport = "ssh"                  # local | ssh | any registered name
     [ce.transport_options]
@@ -189,7 +189,7 @@ class BatchConfig(CEConfigBase):
     job working directories live under ``root`` on the resource."""
 
     kind: Literal["batch"] = "batch"
-    scheduler: Literal["direct", "slurm", "htcondor"]
+    scheduler: Literal["direct", "slurm", "htcondor", "sge"]
     root: str = Field(pattern=r"^/[^\x00]*$")
     transport: str = "local"
     transport_options: TransportOptions = Field(default_factory=LocalOptions)
@@ -245,6 +245,10 @@ def _scheduler(config: BatchConfig) -> Scheduler:
         from intercede.backends.schedulers.htcondor import HTCondorScheduler
 
         return HTCondorScheduler()
+    if config.scheduler == "sge":
+        from intercede.backends.schedulers.gridengine import GridEngineScheduler
+
+        return GridEngineScheduler(config.root)
     from intercede.backends.schedulers.slurm import SlurmScheduler
 
     return SlurmScheduler()

@@ -1,0 +1,129 @@
+"""One real Grid Engine cell (Son of Grid Engine 8.1.9, one host) reached as SSH + Grid Engine, for the tests.
+
+``start()`` builds (once) and starts ``stacks/sge`` on Debian bookworm (the last suite that packages Grid Engine),
+waits until the execution host reports and sshd greets, and returns a :class:`GridEngineStack`: where to connect, a
+known_hosts pinning the stack's host key, and handles for tests (``exec``, ``check``, ``stop_master``, ...).
+
+Like the Slurm stack it runs on the engine's default bridge network; only sshd is published, on 127.0.0.1. Nothing
+here skips: when the engine, the image or the stack cannot be had, the caller gets the error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from testcontainers.core.container import DockerContainer
+
+from stacks import harness
+from stacks.keys import SSHKeys, make_keys
+from stacks.slurm_stack import ExecResult
+
+__all__ = ["SGE_VERSIONS", "GridEngineStack", "start"]
+
+#: Grid Engine version -> the Debian suite that packages it (trixie dropped Grid Engine).
+SGE_VERSIONS = {"8.1.9": "bookworm"}
+
+USERNAME = "tester"  # uid 2000 in the image
+
+
+@dataclass
+class GridEngineStack:
+    """A running Grid Engine stack. ``stop`` is idempotent."""
+
+    container: DockerContainer = field(repr=False)
+    keys: SSHKeys
+    host: str
+    port: int = 0
+    version: str = ""
+    username: str = USERNAME
+    started_in: float = 0.0
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def client_key(self) -> Path:
+        return self.keys.client
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.keys.known_hosts(self.port, self.host, name=f"known_hosts-{self.port}")
+
+    def endpoint(self, **changes: Any) -> Any:
+        """An :class:`~intercede.backends.transports.ssh.SSHEndpoint` for the stack's sshd."""
+        from intercede.backends.transports.ssh import SSHEndpoint
+
+        fields: dict[str, Any] = {"host": self.host, "port": self.port, "username": self.username,
+                                  "client_keys": [self.client_key], "known_hosts": self.known_hosts}
+        return SSHEndpoint(**(fields | changes))
+
+    def exec(self, cmd: str | Sequence[str], *, user: str = "root") -> ExecResult:
+        """Run ``cmd`` in the container (a string through ``sh -c``) with the cell's environment."""
+        argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+        wrapped = self.container.get_wrapped_container()
+        code, (out, err) = wrapped.exec_run(argv, user=user, demux=True,
+                                            environment={"SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default"})
+        return ExecResult(int(code), (out or b"").decode("utf-8", "replace"), (err or b"").decode("utf-8", "replace"))
+
+    def check(self, cmd: str | Sequence[str], *, user: str = "root") -> str:
+        res = self.exec(cmd, user=user)
+        if res.exit_code != 0:
+            raise RuntimeError(f"{cmd!r} exited {res.exit_code}: {res.stderr.strip()}")
+        return res.stdout
+
+    def logs(self) -> str:
+        return self.exec("tail -n 50 /var/spool/gridengine/qmaster/messages /var/spool/gridengine/execd/*/messages "
+                         "/var/log/sshd.log 2>&1").stdout
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            harness.stop_container(self.container)
+        finally:
+            shutil.rmtree(self.keys.folder, ignore_errors=True)
+
+
+def start(version: str = "8.1.9", *, slots: int = 8, timeout: float = 120.0) -> GridEngineStack:
+    """Start one stack (see the module docstring); the caller must :meth:`GridEngineStack.stop` it."""
+    suite = SGE_VERSIONS[version]
+    image = harness.image("sge", suite)
+    keys = make_keys(Path(tempfile.mkdtemp(prefix="intercede-sge-keys-")))
+    container = (
+        DockerContainer(image, hostname="sgehost", init=True)
+        .with_env("SSHD_PORT", "22")
+        .with_env("SGE_SLOTS", str(slots))
+        .with_volume_mapping(str(keys.folder), "/keys", "ro")
+    )
+    cast(dict[str, Any], container.ports)["22/tcp"] = ("127.0.0.1",)  # see stacks/slurm_stack.py
+    t0 = time.monotonic()
+    container.start()
+    stack = GridEngineStack(container, keys, "127.0.0.1")
+    try:
+        stack.port = int(container.get_exposed_port(22))
+        harness.wait_for(lambda: "sge started" in _logs(container), f"Grid Engine {version}: start.sh", timeout)
+        harness.wait_for(lambda: harness.ssh_greets(stack.host, stack.port), f"Grid Engine {version}: sshd", timeout)
+        stack.started_in = time.monotonic() - t0
+        stack.version = stack.check("dpkg-query -W -f '${Version}' gridengine-master").split("+")[0]
+    except BaseException:
+        with contextlib.suppress(Exception):
+            print(f"[stacks] Grid Engine {version} did not start; its logs:\n{_logs(container)}\n{stack.logs()}",
+                  file=sys.stderr)
+        stack.stop()
+        raise
+    if stack.version != version:
+        stack.stop()
+        raise RuntimeError(f"{suite} packages Grid Engine {stack.version}, not {version}: update SGE_VERSIONS")
+    return stack
+
+
+def _logs(container: DockerContainer) -> str:
+    out, err = container.get_logs()
+    return (out + err).decode("utf-8", "replace")
