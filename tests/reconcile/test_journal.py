@@ -11,14 +11,14 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
 from intercede.errors import InvalidSpecError, JournalError
-from intercede.model import Copy, JobSpec, JobState, JobStatus, ManifestEntry, OutputManifest, Resources
+from intercede.model import Copy, JobSpec, JobState, JobStatus, ManifestEntry, OutputManifest, Resources, Usage
 from intercede.reconcile import Desired, Journal, Observation, Phase, Progress
 from intercede.reconcile.journal import spec_to_json
 
@@ -54,6 +54,10 @@ def _consistent(path: Path) -> tuple[dict[str, Desired], dict[str, Progress]]:
 
 # ---- round trips
 
+USAGE = Usage(wall_seconds=12.0, cpu_seconds=3.5, peak_memory_mb=20.0, node="n1",
+              started_at=datetime(2026, 12, 1, 13, 0, tzinfo=UTC),
+              ended_at=datetime(2026, 12, 1, 13, 0, 12, tzinfo=UTC))
+
 
 def test_a_reopened_journal_loads_every_declaration_and_every_progress_field(path: Path) -> None:
     manifest = OutputManifest(job_id="42", destination=Path("/data/out/k1"),
@@ -64,8 +68,8 @@ def test_a_reopened_journal_loads_every_declaration_and_every_progress_field(pat
         j.record_submit_intent("k1")
         j.record_job_id("k1", "42")
         j.record_observation("k1", JobStatus(job_id="42", state=JobState.DONE, native_state="COMPLETED",
-                                             exit_code=3, reason="exit 3"), seen_at=100.5)
-        j.record_cancel_sent("k1", 101.0)
+                                             exit_code=3, reason="exit 3", usage=USAGE), seen_at=100.5)
+        j.record_cancel_sent("k1", 101.0, "waiting longer than max_waiting (60 s)")
         j.record_manifest("k1", manifest)
         j.record_purged("k1")
         j.record_error("k2", "submit: ConnectivityError: refused", permanent=False, next_attempt_at=200.0,
@@ -80,7 +84,8 @@ def test_a_reopened_journal_loads_every_declaration_and_every_progress_field(pat
     assert progress == written
     assert progress["k1"] == Progress(job_id="42", submit_intent=True, state=JobState.DONE, native_state="COMPLETED",
                                       exit_code=3, reason="exit 3", last_seen=100.5, cancel_sent_at=101.0,
-                                      manifest=manifest, purged=True)
+                                      manifest=manifest, purged=True, state_since=100.5, usage=USAGE,
+                                      policy_reason="waiting longer than max_waiting (60 s)")
     assert progress["k2"].attempts == 3 and progress["k2"].next_attempt_at == 200.0
     assert progress["k2"].permanent_error is None
 

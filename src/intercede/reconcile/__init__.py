@@ -8,12 +8,14 @@ from intercede.reconcile.diff import Plan, apply_success, decide, diff, plan, wa
 from intercede.reconcile.executor import Executor
 from intercede.reconcile.gateway import CEGateway
 from intercede.reconcile.journal import Journal
+from intercede.reconcile.limits import CELimits, CELoad, TokenBucket
 from intercede.reconcile.policy import RetryPolicy
 from intercede.reconcile.reconciler import KeyRow, Reconciler
 from intercede.reconcile.state import (
     Action,
     Adopt,
     Cancel,
+    DeclareLost,
     Desired,
     Fetch,
     Forget,
@@ -32,8 +34,11 @@ __all__ = [
     "Action",
     "Adopt",
     "CEGateway",
+    "CELimits",
+    "CELoad",
     "Cancel",
     "Clock",
+    "DeclareLost",
     "Desired",
     "Executor",
     "FakeClock",
@@ -54,6 +59,7 @@ __all__ = [
     "RetryPolicy",
     "Submit",
     "SystemClock",
+    "TokenBucket",
     "apply_success",
     "decide",
     "diff",

@@ -39,12 +39,12 @@ from typing import Any, Self
 from pydantic import SecretStr
 
 from intercede.errors import InvalidSpecError, JournalError
-from intercede.model import JobSpec, JobState, JobStatus, OutputManifest
+from intercede.model import JobSpec, JobState, JobStatus, OutputManifest, Usage
 from intercede.reconcile.state import Desired, Observation, Phase, Progress
 
 __all__ = ["Journal"]
 
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS desired (
@@ -71,7 +71,10 @@ CREATE TABLE IF NOT EXISTS progress (
     attempts         INTEGER NOT NULL DEFAULT 0,
     next_attempt_at  REAL,
     last_error       TEXT,
-    permanent_error  TEXT
+    permanent_error  TEXT,
+    state_since      REAL,        -- when state was first observed (per-state timeouts count from it)
+    usage            TEXT,        -- Usage as JSON (what the resource says a finished job used)
+    policy_reason    TEXT         -- why intercede ended the job itself (a per-state timeout, lost)
 );
 """
 
@@ -79,11 +82,15 @@ CREATE TABLE IF NOT EXISTS progress (
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE desired ADD COLUMN scrubbed INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE progress ADD COLUMN submit_attempts TEXT NOT NULL DEFAULT '[]'"),
+    3: ("ALTER TABLE progress ADD COLUMN state_since REAL",
+        "ALTER TABLE progress ADD COLUMN usage TEXT",
+        "ALTER TABLE progress ADD COLUMN policy_reason TEXT"),
 }
 
 _PROGRESS_COLUMNS = (
     "job_id", "submit_intent", "submit_attempts", "state", "native_state", "exit_code", "reason", "last_seen",
     "cancel_sent_at", "manifest", "purged", "attempts", "next_attempt_at", "last_error", "permanent_error",
+    "state_since", "usage", "policy_reason",
 )
 _SELECT_PROGRESS = f"SELECT {', '.join(_PROGRESS_COLUMNS)} FROM progress WHERE key = ?"  # noqa: S608 - constants
 _UPDATE_PROGRESS = (
@@ -126,19 +133,21 @@ def _progress_to_row(p: Progress) -> tuple[Any, ...]:
         p.exit_code, p.reason, p.last_seen, p.cancel_sent_at,
         p.manifest.model_dump_json() if p.manifest is not None else None,
         int(p.purged), p.attempts, p.next_attempt_at, p.last_error, p.permanent_error,
+        p.state_since, p.usage.model_dump_json() if p.usage is not None else None, p.policy_reason,
     )
 
 
 def _progress_from_row(row: Sequence[Any]) -> Progress:
     (job_id, intent, submit_attempts, state, native, exit_code, reason, last_seen, cancel_sent_at, manifest, purged,
-     attempts, next_attempt_at, last_error, permanent_error) = row
+     attempts, next_attempt_at, last_error, permanent_error, state_since, usage, policy_reason) = row
     return Progress(
         job_id=job_id, submit_intent=bool(intent), submit_attempts=tuple(json.loads(submit_attempts)),
         state=JobState(state) if state is not None else None,
         native_state=native, exit_code=exit_code, reason=reason, last_seen=last_seen, cancel_sent_at=cancel_sent_at,
         manifest=OutputManifest.model_validate_json(manifest) if manifest is not None else None,
         purged=bool(purged), attempts=attempts, next_attempt_at=next_attempt_at, last_error=last_error,
-        permanent_error=permanent_error,
+        permanent_error=permanent_error, state_since=state_since,
+        usage=Usage.model_validate_json(usage) if usage is not None else None, policy_reason=policy_reason,
     )
 
 
@@ -441,8 +450,13 @@ class Journal:
                 result[obs.key] = self._update_in(conn, obs.key, partial(_observed, status=obs.status, at=seen_at))
         return result
 
-    def record_cancel_sent(self, key: str, at: float) -> Progress:
-        return self._update(key, "record a cancel", lambda p: p.with_cancel_sent(at))
+    def record_cancel_sent(self, key: str, at: float, reason: str = "") -> Progress:
+        """A cancel was sent; ``reason`` is a per-state timeout's (kept as the key's policy reason)."""
+        return self._update(key, "record a cancel", lambda p: p.with_cancel_sent(at, reason))
+
+    def record_lost(self, key: str, reason: str, at: float) -> Progress:
+        """The key's job stayed unknown past the grace: its final state is recorded as lost, with ``reason``."""
+        return self._update(key, "record a lost job", lambda p: p.with_lost(reason, at))
 
     def record_manifest(self, key: str, manifest: OutputManifest) -> Progress:
         """Written only after the fetched files were verified under the destination."""
