@@ -347,7 +347,9 @@ def _cpu_seconds(text: str) -> float | None:
     parts = rest.split(":")
     try:
         values = [float(p) for p in parts]
-        seconds = sum(v * 60**i for i, v in enumerate(reversed(values)))
+        seconds: float = 0.0
+        for i, v in enumerate(reversed(values)):
+            seconds += v * 60.0**i
         return seconds + (int(days) * 86400 if days else 0)
     except ValueError:
         return None
