@@ -4,6 +4,7 @@
   (``squeue``) the whole time, and never sees more than 20; every job completes; the keys held back show why.
 * Downtime switched on at run time (the config apply path, no restart): nothing new is submitted while the jobs
   already there are still monitored to their end; switched off, the held-back jobs are submitted and complete.
+* A finished job's usage record, from sacct, through the backend's status.
 """
 
 from __future__ import annotations
@@ -21,10 +22,14 @@ from intercede.actors.client import Intercede
 from intercede.actors.reconciler import JobRequest, ce_actor_name, reconciler_name
 from intercede.actors.seam import LocalSeam
 from intercede.actors.settings import Settings
+from intercede.backends.batch import BatchBackend
 from intercede.backends.registry import CEConfig
-from intercede.model import JobSpec
+from intercede.backends.schedulers.slurm import SlurmScheduler
+from intercede.backends.transports.ssh import SSHEndpoint, SSHTransport
+from intercede.model import JobSpec, JobState
 from stacks.slurm_stack import SlurmStack
 from stacks.slurm_stack import start as start_slurm
+from tests.contract.waiting import until_terminal
 
 pytestmark = [pytest.mark.policy, pytest.mark.slurm]
 
@@ -151,6 +156,26 @@ async def test_downtime_stops_new_submits_while_monitoring_goes_on_and_lifting_i
         assert {r["state"] for r in rows} == {"Done"} and all(r["waiting_reason"] is None for r in rows)
     finally:
         await _stop(seam)
+
+
+async def test_a_finished_slurm_job_reports_its_usage_from_accounting(slurm: SlurmStack) -> None:
+    endpoint = SSHEndpoint(host=slurm.host, port=slurm.port, username=slurm.username,
+                           client_keys=[slurm.client_key], known_hosts=slurm.known_hosts)
+    root = f"/home/{slurm.username}/usage"
+    busy = JobSpec(executable="/bin/sh", arguments=["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"])
+    async with BatchBackend(SSHTransport(endpoint), SlurmScheduler(), root, name="slurm") as backend:
+        result = await backend.submit(busy)
+        (status,) = await until_terminal(backend, result.job_ids, timeout=120)
+        assert status.state is JobState.DONE
+        deadline = time.monotonic() + 30
+        while status.usage is None:  # the backend asks accounting again until it has the job's End
+            assert time.monotonic() < deadline, "no usage from sacct"
+            await asyncio.sleep(0.5)
+            (status,) = await backend.status(result.job_ids)
+        usage = status.usage
+        assert usage.node == "slurmhost"
+        assert usage.wall_seconds is not None and usage.cpu_seconds is not None and usage.cpu_seconds > 0
+        assert usage.started_at is not None and usage.ended_at is not None and usage.started_at <= usage.ended_at
 
 
 async def _until(rows, settled, timeout: float):  # type: ignore[no-untyped-def]
