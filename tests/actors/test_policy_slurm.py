@@ -158,6 +158,25 @@ async def test_downtime_stops_new_submits_while_monitoring_goes_on_and_lifting_i
         await _stop(seam)
 
 
+async def test_a_job_held_longer_than_max_held_is_cancelled_and_says_why(slurm: SlurmStack, tmp_path: Path) -> None:
+    seam = LocalSeam()
+    settings = _settings(slurm, tmp_path, max_held=3.0, max_waiting=600.0)
+    held = JobSpec(executable="/bin/true", resources={"native": ["--hold"]})  # PENDING, reason JobHeldUser
+    try:
+        ic = Intercede.start(settings, seam=seam)
+        await ic.declare([JobRequest("held-1", CE, held), JobRequest("free-1", CE, TRUE)], progress=False)
+        rows = {r["key"]: r for r in await ic.wait(["held-1", "free-1"], timeout=120, progress=False)}
+        assert (rows["held-1"]["state"], rows["held-1"]["policy_reason"]) == \
+            ("Aborted", "held longer than max_held (3 s)")
+        assert (rows["free-1"]["state"], rows["free-1"]["policy_reason"]) == ("Done", None)
+        job = rows["held-1"]["job_id"].split("@")[0]
+        state = slurm.check(["sacct", "--noheader", "--parsable2", "--allocations", f"--jobs={job}",
+                             "--format=State"], user=slurm.username)
+        assert state.split()[0] == "CANCELLED", "cancelled at the resource"
+    finally:
+        await _stop(seam)
+
+
 async def test_a_finished_slurm_job_reports_its_usage_from_accounting(slurm: SlurmStack) -> None:
     endpoint = SSHEndpoint(host=slurm.host, port=slurm.port, username=slurm.username,
                            client_keys=[slurm.client_key], known_hosts=slurm.known_hosts)
