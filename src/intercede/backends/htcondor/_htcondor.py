@@ -270,9 +270,9 @@ def _number(value: Any) -> float | None:
 def usage(ad: Mapping[str, Any]) -> Usage | None:
     """What a finished job used, from its ad (:data:`USAGE_ATTRS`): RemoteWallClockTime, RemoteUserCpu +
     RemoteSysCpu, the peak of MemoryUsage (MiB) or else ResidentSetSize (KiB), the execution slot (LastRemoteHost,
-    ``slot1@host``), JobStartDate and CompletionDate. None when the ad says nothing of it. Quirks: the history
-    (23.9 and 25.x) hands MemoryUsage back as its expression (``((ResidentSetSize + 1023) / 1024)``), unevaluated, so the peak then
-    comes from ResidentSetSize; the CPU times are whole seconds."""
+    ``slot1@host``), JobStartDate and CompletionDate. None when the ad says nothing of it. Quirks: the history of
+    23.9 and 25.x hands MemoryUsage back as its expression (``((ResidentSetSize + 1023) / 1024)``), unevaluated, so
+    the peak then comes from ResidentSetSize; the CPU times are whole seconds."""
     user, system = _number(ad.get("RemoteUserCpu")), _number(ad.get("RemoteSysCpu"))
     memory = _number(ad.get("MemoryUsage"))
     if memory is None and (rss := _number(ad.get("ResidentSetSize"))) is not None:
