@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from intercede.actors.client import Intercede
+from intercede.actors.reconciler import JobRequest, reconciler_name
+from intercede.actors.seam import LocalSeam
+from intercede.actors.settings import Settings
 from intercede.backends.batch import BatchBackend
 from intercede.backends.schedulers.direct import DirectScheduler
 from intercede.backends.transports.local import LocalTransport
+from intercede.diagnostics.frames import jobs_frame
 from intercede.model import JobSpec, JobState
 from tests.contract.waiting import until_terminal
 
@@ -32,3 +38,20 @@ async def test_a_finished_direct_job_reports_wall_cpu_node_and_times(tmp_path: P
         assert usage.node
         assert usage.started_at is not None and usage.ended_at is not None and usage.started_at <= usage.ended_at
         assert usage.peak_memory_mb is None  # a shell cannot measure it
+
+
+async def test_the_rows_and_the_notebook_table_carry_the_usage(tmp_path: Path) -> None:
+    seam = LocalSeam()
+    Intercede.start(Settings.embedded(tmp_path / "data", job_root=tmp_path / "jobs"), seam=seam)
+    actor = seam.find(reconciler_name())
+    try:
+        ic = Intercede(seam, actor)
+        await ic.declare([JobRequest("u1", "local", BUSY)], progress=False)
+        (row,) = await ic.wait(["u1"], timeout=60, progress=False)
+        assert row["state"] == "Done" and row["usage"] is not None and row["usage"].cpu_seconds > 0
+        frame = jobs_frame([row])
+        assert frame.loc["u1", "node"] == row["usage"].node
+        assert frame.loc["u1", "cpu_seconds"] == pytest.approx(row["usage"].cpu_seconds)
+        assert frame.loc["u1", "ended_at"] == pd.Timestamp(row["usage"].ended_at)
+    finally:
+        actor.close()
