@@ -37,6 +37,8 @@ async def test_changed_limits_are_applied_to_the_running_reconciler_without_a_re
         await actor.step()
         (row,) = await actor.rows()
         assert (row["job_id"], row["waiting_reason"]) == (None, "CE in downtime")
+        assert (await actor.stats())["ce_load"] == {"local": {"queued": 0, "total": 0, "max_queued": 5,
+                                                              "max_total": None, "in_downtime": True}}
         with pytest.raises(ConfigConflictError, match="poll_interval"):
             Intercede.start(_with(down, poll_interval=9.0), seam=seam)
         Intercede.start(settings, seam=seam)

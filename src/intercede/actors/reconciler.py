@@ -382,8 +382,15 @@ class ReconcilerActor:
         return list(self._actions)[-limit:]
 
     async def stats(self) -> dict[str, Any]:
+        """The loop's figures, and per CE what it holds of ours against its limits (``ce_load``)."""
         return {"ticks": self.ticks, "tick_errors": self.tick_errors, "last_tick_seconds": self.last_tick_seconds,
-                "last_error": self.last_error, "keys": self.reconciler.key_count(), "resyncs": self.resyncs}
+                "last_error": self.last_error, "keys": self.reconciler.key_count(), "resyncs": self.resyncs,
+                "ce_load": {c.name: self._ce_load(c.name) for c in self.settings.ce}}
+
+    def _ce_load(self, ce: str) -> dict[str, Any]:
+        load, limits = self.reconciler.load(ce), self.reconciler.limits(ce)
+        return {"queued": load.queued, "total": load.total, "max_queued": limits.max_queued,
+                "max_total": limits.max_total, "in_downtime": limits.in_downtime(time.time())}
 
 
 def ce_limits(config: CEConfigBase) -> CELimits:
