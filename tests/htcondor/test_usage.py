@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
 from intercede.model import JobSpec, JobState
@@ -19,8 +22,12 @@ async def test_a_finished_job_reports_wall_cpu_memory_node_and_times(pool: Condo
         result = await backend.submit(BUSY)
         (status,) = await until_terminal(backend, result.job_ids)
         assert status.state is JobState.DONE
+        deadline = time.monotonic() + 30
+        while status.usage is None:  # the queue ad shows JobStatus 4 a moment before its completion figures
+            assert time.monotonic() < deadline, f"no usage: {status}"
+            await asyncio.sleep(0.5)
+            (status,) = await backend.status(result.job_ids)
         usage = status.usage
-        assert usage is not None, status
         assert usage.wall_seconds is not None and usage.wall_seconds >= 3
         assert usage.cpu_seconds is not None and usage.cpu_seconds >= 0
         assert usage.node is not None and "@" in usage.node  # the execution slot

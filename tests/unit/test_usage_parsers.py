@@ -101,6 +101,11 @@ def test_htcondor_usage_comes_from_the_history_ad(release: str) -> None:
 def test_a_job_that_has_not_ended_carries_no_usage() -> None:
     ad = {"ClusterId": 1, "ProcId": 0, "JobStatus": 2, "RemoteWallClockTime": 5.0, "RemoteUserCpu": 1.0}
     assert core.job_status("1.0", ad).usage is None
+    # Seen on 23.9: a completed spooled job's queue ad before its completion figures are set (wall 0, no end).
+    early = {"ClusterId": 1, "ProcId": 0, "JobStatus": 4, "ExitCode": 0, "RemoteWallClockTime": 0.0,
+             "RemoteUserCpu": 0.0, "RemoteSysCpu": 0.0, "ResidentSetSize": 5000, "LastRemoteHost": "slot1_1@h",
+             "JobStartDate": 1796132574}
+    assert core.job_status("1.0", early).usage is None
 
 
 # ---- Direct (the job wrapper)

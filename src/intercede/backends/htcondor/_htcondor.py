@@ -272,7 +272,11 @@ def usage(ad: Mapping[str, Any]) -> Usage | None:
     RemoteSysCpu, the peak of MemoryUsage (MiB) or else ResidentSetSize (KiB), the execution slot (LastRemoteHost,
     ``slot1@host``), JobStartDate and CompletionDate. None when the ad says nothing of it. Quirks: the history of
     23.9 and 25.x hands MemoryUsage back as its expression (``((ResidentSetSize + 1023) / 1024)``), unevaluated, so
-    the peak then comes from ResidentSetSize; the CPU times are whole seconds."""
+    the peak then comes from ResidentSetSize; the CPU times are whole seconds. A completed job's queue ad can show
+    JobStatus 4 a moment before its CompletionDate and RemoteWallClockTime are set: without CompletionDate the
+    figures are not final, and this is None (a later poll gets them)."""
+    if not _int(ad.get("CompletionDate")):
+        return None
     user, system = _number(ad.get("RemoteUserCpu")), _number(ad.get("RemoteSysCpu"))
     memory = _number(ad.get("MemoryUsage"))
     if memory is None and (rss := _number(ad.get("ResidentSetSize"))) is not None:
