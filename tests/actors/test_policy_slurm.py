@@ -179,7 +179,7 @@ async def _until(rows, settled, timeout: float):  # type: ignore[no-untyped-def]
         await asyncio.sleep(0.2)
 
 
-@pytest.mark.timeout(1500)  # ~2 min on a quiet 2-core machine; ~8 min on a loaded one
+@pytest.mark.timeout(1500)  # SSH submits dominate: ~0.7 jobs/s measured on a heavily loaded 2-core machine
 async def test_500_jobs_with_max_queued_20_never_put_more_than_20_in_the_queue_and_all_complete(
         slurm: SlurmStack, tmp_path: Path) -> None:
     seam = LocalSeam()
@@ -197,7 +197,7 @@ async def test_500_jobs_with_max_queued_20_never_put_more_than_20_in_the_queue_a
                 if reasons or all(r["job_id"] for r in rows):
                     break
                 await asyncio.sleep(0.2)
-            rows = await ic.wait(keys, timeout=540, progress=False)
+            rows = await ic.wait(keys, timeout=1300, progress=False)
             took = time.monotonic() - start
         assert {r["state"] for r in rows} == {"Done"}, "every job completed"
         assert all(r["permanent_error"] is None for r in rows), "none was failed by being held back"
