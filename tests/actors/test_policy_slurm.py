@@ -148,6 +148,26 @@ async def test_a_job_held_longer_than_max_held_is_cancelled_and_says_why(slurm: 
         await _stop(seam)
 
 
+async def test_when_jobs_queue_up_at_the_resource_the_pending_count_there_stops_at_max_queued(
+        slurm: SlurmStack, tmp_path: Path) -> None:
+    """Jobs of 8 cores on the 16-core node: two run at a time, so Slurm would queue every other one. With
+    ``max_queued = 10`` it is the limit, not Slurm, that bounds the queue: it fills to 10 and never beyond."""
+    seam = LocalSeam()
+    settings = _settings(slurm, tmp_path, max_queued=10)
+    wide = JobSpec(executable="/bin/sleep", arguments=["2"], resources={"cores": 8})
+    keys = [f"w{i:02d}" for i in range(30)]
+    try:
+        ic = Intercede.start(settings, seam=seam)
+        with QueueSampler(slurm) as sampler:
+            await ic.declare([JobRequest(k, CE, wide) for k in keys], progress=False)
+            rows = await ic.wait(keys, timeout=600, progress=False)
+        assert {r["state"] for r in rows} == {"Done"}
+        assert max(sampler.samples) <= 10, f"at most 10 pending at the resource; samples: {sampler.samples}"
+        assert max(sampler.samples) >= 7, f"the queue did fill up to the limit; samples: {sampler.samples}"
+    finally:
+        await _stop(seam)
+
+
 async def test_a_finished_slurm_job_reports_its_usage_from_accounting(slurm: SlurmStack) -> None:
     endpoint = SSHEndpoint(host=slurm.host, port=slurm.port, username=slurm.username,
                            client_keys=[slurm.client_key], known_hosts=slurm.known_hosts)
