@@ -51,6 +51,7 @@ __all__ = [
     "Resources",
     "Submission",
     "SubmitResult",
+    "Usage",
     "parse_spec",
 ]
 
@@ -61,8 +62,9 @@ _ATTEMPT = re.compile(r"[0-9a-f]{16}\Z")
 
 class JobFile(enum.StrEnum):
     """The files intercede owns in a job's working directory: the job script, the idempotency tag, the secrets (a
-    directory), the exit status and its temporary name, Direct's pid and cancel marker, and the job's atomic start
-    claim. The one list of them: the job script, the schedulers and :data:`RESERVED_NAMES` use these names."""
+    directory), the exit status and its temporary name, Direct's pid and cancel marker, the job's atomic start
+    claim, and what the payload used (start, end, node, CPU times: written by the job script when it ends). The one
+    list of them: the job script, the schedulers and :data:`RESERVED_NAMES` use these names."""
 
     SCRIPT = "job.sh"
     TAG = ".tag"
@@ -72,6 +74,7 @@ class JobFile(enum.StrEnum):
     PID = ".pid"
     CANCELLED = ".cancelled"
     CLAIM = ".claim"
+    USAGE = ".usage"
 
 
 #: Top-level names no input, output, stdout or stderr of a spec may use (nor lie under).
@@ -339,8 +342,22 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+class Usage(_Model):
+    """What the resource says a finished job used (what a WMS's pilot accounting needs). Every field is optional: a
+    resource reports what it knows. ``peak_memory_mb`` is the peak resident set size in MiB; ``node`` is where it ran
+    (Slurm's NodeList, HTCondor's LastRemoteHost, the Direct host)."""
+
+    wall_seconds: float | None = Field(None, ge=0)
+    cpu_seconds: float | None = Field(None, ge=0)
+    peak_memory_mb: float | None = Field(None, ge=0)
+    node: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
 class JobStatus(_Model):
-    """What a backend reports for one job: the mapped state plus the scheduler's own words."""
+    """What a backend reports for one job: the mapped state plus the scheduler's own words (and, for a finished job
+    where the resource keeps accounting, its :class:`Usage`)."""
 
     job_id: str
     state: JobState
@@ -351,6 +368,7 @@ class JobStatus(_Model):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     observed_at: datetime = Field(default_factory=_now)
+    usage: Usage | None = None
 
 
 class Outcome(_Model):

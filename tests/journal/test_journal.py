@@ -4,13 +4,14 @@ refusals, one transaction per write or per batch, one owner, secrets scrubbed at
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
 from intercede.errors import InvalidSpecError, JournalError
-from intercede.model import Copy, JobState, JobStatus, ManifestEntry, OutputManifest
+from intercede.model import Copy, JobState, JobStatus, ManifestEntry, OutputManifest, Usage
 from intercede.reconcile import Desired, JournalStore, Observation, Phase, Progress
 from tests.journal.conftest import SPEC, Store
 
@@ -33,6 +34,11 @@ def _stored_specs(store: Store) -> dict[str, str]:
 # ---- round trips
 
 
+USAGE = Usage(wall_seconds=12.0, cpu_seconds=3.5, peak_memory_mb=20.0, node="n1",
+              started_at=datetime(2026, 12, 1, 13, 0, tzinfo=UTC),
+              ended_at=datetime(2026, 12, 1, 13, 0, 12, tzinfo=UTC))
+
+
 def test_a_reopened_journal_loads_every_declaration_and_every_progress_field(store: Store) -> None:
     manifest = OutputManifest(job_id="42", destination=Path("/data/out/k1"),
                               files=[ManifestEntry(name="stdout.txt", size=3, sha256="ab" * 32)], missing=["x.root"])
@@ -43,8 +49,8 @@ def test_a_reopened_journal_loads_every_declaration_and_every_progress_field(sto
         j.record_submit_intent("k1")
         j.record_job_id("k1", "42")
         j.record_observation("k1", JobStatus(job_id="42", state=JobState.DONE, native_state="COMPLETED",
-                                             exit_code=3, reason="exit 3"), seen_at=1764595200.123456)
-        j.record_cancel_sent("k1", 101.0)
+                                             exit_code=3, reason="exit 3", usage=USAGE), seen_at=1764595200.123456)
+        j.record_cancel_sent("k1", 101.0, "waiting longer than max_waiting (60 s)")
         j.record_manifest("k1", manifest)
         j.record_purged("k1")
         j.record_error("k2", "submit: ConnectivityError: refused", permanent=False, next_attempt_at=200.0,
@@ -60,7 +66,9 @@ def test_a_reopened_journal_loads_every_declaration_and_every_progress_field(sto
     # A timestamp keeps its microseconds (PostgreSQL's REAL would round it to a minute or so).
     assert progress["k1"] == Progress(job_id="42", submit_intent=True, state=JobState.DONE, native_state="COMPLETED",
                                       exit_code=3, reason="exit 3", last_seen=1764595200.123456,
-                                      cancel_sent_at=101.0, manifest=manifest, purged=True)
+                                      cancel_sent_at=101.0, manifest=manifest, purged=True,
+                                      state_since=1764595200.123456, usage=USAGE,
+                                      policy_reason="waiting longer than max_waiting (60 s)")
     assert progress["k2"].attempts == 3 and progress["k2"].next_attempt_at == 200.0
     assert progress["k2"].permanent_error is None
 

@@ -333,7 +333,9 @@ class CEActor:
 
 
 def _same(a: JobStatus, b: JobStatus) -> bool:
-    return (a.state, a.native_state, a.exit_code, a.reason) == (b.state, b.native_state, b.exit_code, b.reason)
+    # Usage too: accounting may answer a poll after the one that saw the job end.
+    return (a.state, a.native_state, a.exit_code, a.reason, a.usage) == (
+        b.state, b.native_state, b.exit_code, b.reason, b.usage)
 
 
 def _require(backend: object, capability: type[T]) -> T:

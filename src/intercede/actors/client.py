@@ -32,6 +32,7 @@ from intercede.actors.reconciler import (
     ReconcilerActor,
     Until,
     ce_actor_name,
+    limits_only_change,
     reconciler_name,
     settled,
 )
@@ -63,7 +64,9 @@ class Intercede:
         """Start the named actors for ``settings`` (the reconciler starts its loop itself), or join them if they run
         already with the same settings.
 
-        If the running intercede has other settings, :class:`ConfigConflictError` names what differs and nothing
+        If the running intercede differs only in CE limits (``max_queued``, ``downtime``, ...: see
+        :data:`~intercede.backends.registry.LIMIT_FIELDS`), the new limits are applied to it at once, without a
+        restart. If it has other settings, :class:`ConfigConflictError` names what differs and nothing
         changes: a new configuration is never silently ignored. With ``replace`` the running reconciler is stopped
         (and the CE actors whose configuration changed or that are gone), and one with ``settings`` starts; it
         resumes from the journal under the new ``data_dir``. Jobs in flight keep running at their CEs.
@@ -76,7 +79,9 @@ class Intercede:
         running = seam.find(reconciler_name())
         if running is not None:
             current: Settings = seam.call_blocking(running, "running_settings")
-            if current != settings:
+            if current != settings and limits_only_change(current, settings):
+                seam.call_blocking(running, "apply_limits", settings)
+            elif current != settings:
                 if not replace:
                     raise ConfigConflictError(_conflict(current, settings))
                 _stop(seam, running, current, settings)

@@ -42,9 +42,10 @@ from intercede.actors.faults import CrashingGateway
 from intercede.actors.gateway import ActorGateway
 from intercede.actors.seam import RaySeam, Seam
 from intercede.actors.settings import Settings
-from intercede.errors import UnknownKeyError
+from intercede.backends.registry import LIMIT_FIELDS, CEConfigBase
+from intercede.errors import ConfigConflictError, UnknownKeyError
 from intercede.model import JobSpec, JobState, JobStatus, OutputManifest
-from intercede.reconcile import KeyRow, Phase, Reconciler, RetryPolicy, open_journal
+from intercede.reconcile import CELimits, KeyRow, Phase, Reconciler, RetryPolicy, open_journal
 from intercede.reconcile.gateway import CEGateway
 
 __all__ = ["ActionRecord", "JobRequest", "ReconcilerActor", "Until", "ce_actor_name", "reconciler_name", "settled"]
@@ -112,6 +113,8 @@ class ReconcilerActor:
         policy = RetryPolicy(purge_cancelled_after=settings.purge_cancelled_after)
         journal = open_journal(settings.journal_location, passfile=settings.journal_passfile)
         self.reconciler = Reconciler(journal, gateways, policy=policy)
+        for c in settings.ce:
+            self.reconciler.set_limits(c.name, ce_limits(c))
         self._cursors: dict[str, tuple[str, int]] = {name: ("", 0) for name in self._ces}
         # The ids each CE actor was last told to track (valid for the instance of the cursor's epoch only).
         self._told: dict[str, set[str]] = {name: set() for name in self._ces}
@@ -147,6 +150,23 @@ class ReconcilerActor:
     def running_settings(self) -> Settings:
         """The settings this actor runs with (a plain method: :meth:`Seam.call_blocking` asks it)."""
         return self.settings
+
+    def apply_limits(self, settings: Settings) -> list[str]:
+        """Take ``settings`` that differ from the running ones in CE limits only (:data:`LIMIT_FIELDS`) at once, with
+        no restart: held-back keys are re-planned against the new limits on the next tick. Returns the CEs whose limits
+        changed; :class:`ConfigConflictError` (and nothing changes) if anything else differs. A plain method, so
+        :meth:`Seam.call_blocking` can ask it."""
+        if not limits_only_change(self.settings, settings):
+            raise ConfigConflictError("apply_limits: the new settings differ in more than CE limits; nothing was "
+                                      "changed (replace the running service instead)")
+        old = {c.name: c for c in self.settings.ce}
+        changed = [c.name for c in settings.ce if c != old[c.name]]
+        for c in settings.ce:
+            self.reconciler.set_limits(c.name, ce_limits(c))
+        self.settings = settings
+        if changed:
+            log.info("CE limits changed for %s", ", ".join(changed))
+        return changed
 
     async def _forever(self) -> None:
         # No call to the CE actors before the first step: one that hangs must not hold the loop up. The first pull
@@ -394,8 +414,38 @@ class ReconcilerActor:
         return list(self._actions)[-limit:]
 
     async def stats(self) -> dict[str, Any]:
+        """The loop's figures, and per CE what it holds of ours against its limits (``ce_load``)."""
         return {"ticks": self.ticks, "tick_errors": self.tick_errors, "last_tick_seconds": self.last_tick_seconds,
-                "last_error": self.last_error, "keys": self.reconciler.key_count(), "resyncs": self.resyncs}
+                "last_error": self.last_error, "keys": self.reconciler.key_count(), "resyncs": self.resyncs,
+                "ce_load": {c.name: self._ce_load(c.name) for c in self.settings.ce}}
+
+    def _ce_load(self, ce: str) -> dict[str, Any]:
+        load, limits = self.reconciler.load(ce), self.reconciler.limits(ce)
+        return {"queued": load.queued, "total": load.total, "max_queued": limits.max_queued,
+                "max_total": limits.max_total, "in_downtime": limits.in_downtime(time.time())}
+
+
+def ce_limits(config: CEConfigBase) -> CELimits:
+    """The reconciler's limits for a CE, from its configuration (a job unknown longer than ``grace`` is lost)."""
+    downtime: bool | tuple[tuple[float, float], ...] = (
+        config.downtime if isinstance(config.downtime, bool) else tuple(w.epoch() for w in config.downtime))
+    return CELimits(max_queued=config.max_queued, max_total=config.max_total, submit_rate=config.submit_rate,
+                    submit_burst=config.submit_burst, downtime=downtime, max_waiting=config.max_waiting,
+                    max_held=config.max_held, lost_after=config.grace)
+
+
+def limits_only_change(running: Settings, wanted: Settings) -> bool:
+    """Whether ``wanted`` differs from ``running`` in CE limits only (same CEs, kinds and every other field)."""
+    if running.model_copy(update={"ce": []}) != wanted.model_copy(update={"ce": []}):
+        return False
+    if [c.name for c in running.ce] != [c.name for c in wanted.ce]:
+        return False
+    for have, want in zip(running.ce, wanted.ce, strict=True):
+        if type(have) is not type(want):
+            return False
+        if have.model_copy(update=dict.fromkeys(LIMIT_FIELDS)) != want.model_copy(update=dict.fromkeys(LIMIT_FIELDS)):
+            return False
+    return True
 
 
 Until = Literal["terminal", "collected"]

@@ -27,7 +27,7 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -36,7 +36,14 @@ from intercede.backends import outputs
 from intercede.backends.capabilities import LoadReport
 from intercede.backends.credentials import Credential, CredentialConsumer, CredentialNeed
 from intercede.backends.jobscript import CLAIM, SCRIPT, SECRETS, TAGFILE, render
-from intercede.backends.schedulers.base import BatchJob, NativeStatus, PurgingScheduler, Scheduler, SubmitRequest
+from intercede.backends.schedulers.base import (
+    BatchJob,
+    NativeStatus,
+    PurgingScheduler,
+    Scheduler,
+    SubmitRequest,
+    UsageScheduler,
+)
 from intercede.backends.transports.base import Transport, chunks_within, quoted_size
 from intercede.errors import (
     AuthenticationError,
@@ -56,11 +63,14 @@ from intercede.model import (
     OutputManifest,
     Submission,
     SubmitResult,
+    Usage,
 )
 
 __all__ = ["BatchBackend"]
 
 log = logging.getLogger(__name__)
+
+_MAX_USAGE = 100_000  # usage records kept per backend for re-polled finished jobs
 
 _UID = re.compile(r"[0-9a-f]{16}\Z")
 # A directory that exists already belongs to an earlier use of the same attempt id (perhaps fenced): never reused.
@@ -106,6 +116,7 @@ class BatchBackend:
         self._limit = asyncio.Semaphore(concurrency)
         self._missing_since: dict[str, float] = {}
         self._last_seen: dict[str, NativeStatus] = {}
+        self._usage: dict[str, Usage] = {}  # job id -> what it used, once accounting answered (bounded below)
         self._purged: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
@@ -242,7 +253,31 @@ class BatchBackend:
             if argv is not None:
                 result = await self.transport.run(argv, timeout=self.command_timeout)
                 found.update(self.scheduler.parse_history(result, chunk))
-        return [self._status(i, jobs.get(i), found) for i in job_ids]
+        statuses = [self._status(i, jobs.get(i), found) for i in job_ids]
+        if isinstance(self.scheduler, UsageScheduler):
+            statuses = await self._with_usage(statuses, jobs)
+        return statuses
+
+    async def _with_usage(self, statuses: list[JobStatus], jobs: Mapping[str, BatchJob]) -> list[JobStatus]:
+        """``statuses`` with the usage of the terminal ones, asked once per job (then cached). Best effort: usage is
+        accounting, so a failed query is logged and the statuses go out without it (asked again next poll)."""
+        assert isinstance(self.scheduler, UsageScheduler)
+        wanted = [jobs[s.job_id] for s in statuses
+                  if s.state.is_terminal and s.job_id in jobs and s.job_id not in self._usage]
+        by_native = {j.native_id: i for i, j in jobs.items()}
+        for chunk in self._chunks(wanted):
+            try:
+                result = await self.transport.run(self.scheduler.usage_argv(chunk), timeout=self.command_timeout)
+                for native, usage in self.scheduler.parse_usage(result, chunk).items():
+                    if native in by_native:
+                        self._usage[by_native[native]] = usage
+            except IntercedeError as exc:
+                log.info("CE %s: usage of %d finished job(s) not available yet: %s", self.name, len(chunk), exc)
+        if len(self._usage) > _MAX_USAGE:  # the oldest first: terminal jobs stop being polled soon after
+            for job_id in list(self._usage)[:len(self._usage) - _MAX_USAGE]:
+                del self._usage[job_id]
+        return [s.model_copy(update={"usage": self._usage[s.job_id]}) if s.job_id in self._usage and s.state.is_terminal
+                else s for s in statuses]
 
     def _status(self, job_id: str, job: BatchJob | None, found: dict[str, NativeStatus]) -> JobStatus:
         if job is None:

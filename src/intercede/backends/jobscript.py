@@ -8,6 +8,8 @@ Layout of a job's working directory (made by :class:`~intercede.backends.batch.B
                  .claim        symlink made atomically by the first of: this script (-> job), a fence (-> fenced)
                  .secrets/KEY  one 0600 file per secret of the copy
                  .exitcode     the payload's exit status, written atomically (via .exitcode.tmp) when it ends
+                 .usage        start and end times, node, and CPU times (`times`) of the payload, written just before
+                               .exitcode
                  .pid          Direct only: the pid the launch printed (informational; never trusted for signals)
                  .cancelled    Direct only: made by a cancel
                  <inputs>, <stdout>, <stderr>, <outputs>
@@ -51,6 +53,7 @@ EXITCODE = JobFile.EXITCODE.value
 TAGFILE = JobFile.TAG.value
 SECRETS = JobFile.SECRETS.value
 CLAIM = JobFile.CLAIM.value
+USAGE = JobFile.USAGE.value
 
 _PLAIN = frozenset(range(0x20, 0x7F)) | {ord("\t"), ord("\n")}  # bytes that may appear in the script as they are
 _FORMAT_LITERAL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 _.,:/=+@")
@@ -103,9 +106,15 @@ def render(spec: JobSpec, copy: Copy, workdir: str, container: Sequence[str] = (
         payload.append(f"{name}_FILE={w(f'{workdir}/{SECRETS}/{name}')}; export {name}_FILE")
     payload.append(f"INTERCEDE_JOB={w(uid)}; export INTERCEDE_JOB")
     payload.append("exec " + " ".join(w(a) for a in argv))
+    # Usage for the wrapper-only resources (Direct): start and end (epoch seconds), the node, and `times` (the
+    # shell's own, then its children's user and system CPU: the payload's). Written before .exitcode, so a job seen
+    # ended has it. In a brace group, not $(...): `times` in a subshell would not see the payload.
+    lines.append("started=$(command -p date +%s)")
     lines += [*payload, f") </dev/null >{w(spec.stdout)} 2>{w(spec.stderr)}"]
     lines += [
         "code=$?",
+        "{ printf 'start=%s\\nend=%s\\nnode=%s\\n' \"$started\" \"$(command -p date +%s)\" "
+        f"\"$(command -p uname -n)\"; times; }} >{USAGE} 2>/dev/null",
         f"printf '%s\\n' \"$code\" >{JobFile.EXITCODE_TMP} && command -p mv -f {JobFile.EXITCODE_TMP} {EXITCODE}",
         'exit "$code"',
         "",

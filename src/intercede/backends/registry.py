@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
@@ -65,11 +66,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BACKENDS",
+    "LIMIT_FIELDS",
     "TRANSPORTS",
     "BatchConfig",
     "CEConfig",
     "CEConfigBase",
     "ConfigPath",
+    "DowntimeWindow",
     "HTCondorCEConfig",
     "HTCondorConfig",
     "LocalOptions",
@@ -102,9 +105,44 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 Text = Annotated[str, Field(min_length=1), AfterValidator(_no_nul)]
 
 
+class DowntimeWindow(BaseModel):
+    """A scheduled downtime: no new submits from ``start`` until ``end`` (TOML datetimes; a naive one is UTC)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    start: datetime
+    end: datetime
+
+    @model_validator(mode="after")
+    def _ends_after_it_starts(self) -> DowntimeWindow:
+        if not _utc(self.start) < _utc(self.end):
+            raise ValueError(f"a downtime must end after it starts ({self.start} .. {self.end})")
+        return self
+
+    def epoch(self) -> tuple[float, float]:
+        return _utc(self.start).timestamp(), _utc(self.end).timestamp()
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+#: The fields of :class:`CEConfigBase` that are the reconciler's limits for the CE, not the backend's: a running
+#: service takes new values for them at once (``Intercede.start`` with changed limits only), without a restart.
+LIMIT_FIELDS = frozenset({"max_queued", "max_total", "submit_rate", "submit_burst", "downtime", "max_waiting",
+                          "max_held"})
+
+
 class CEConfigBase(BaseModel):
-    """What every CE kind has: its name and the CE actor's pacing. A kind adds ``kind: Literal["<name>"]`` and its
-    own options, and implements :meth:`build`."""
+    """What every CE kind has: its name, the CE actor's pacing and the reconciler's limits for it. A kind adds
+    ``kind: Literal["<name>"]`` and its own options, and implements :meth:`build`.
+
+    Limits (see :data:`LIMIT_FIELDS`; unset means no limit): ``max_queued`` jobs not running yet (submitted, waiting,
+    held, unknown, by the reconciler's own record), ``max_total`` jobs not ended, a ``submit_rate`` (jobs/s) with a
+    ``submit_burst``, and ``downtime`` (``true``, or a list of windows) during which nothing new is submitted. Jobs
+    are held back, never failed, while a CE has no room. ``max_waiting`` / ``max_held``: seconds a job may wait / be
+    held before it is cancelled with that reason; a job unknown longer than ``grace`` is reported lost.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -117,6 +155,13 @@ class CEConfigBase(BaseModel):
     credential_options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the provider")
     credential_margins: dict[Literal["token", "proxy", "ssh-key"], Seconds] = Field(
         default_factory=dict, description="seconds before expiry at which a credential is refreshed, per kind")
+    max_queued: int | None = Field(None, ge=0)
+    max_total: int | None = Field(None, ge=0)
+    submit_rate: Seconds | None = Field(None, description="jobs per second")
+    submit_burst: int = Field(1, ge=1)
+    downtime: bool | tuple[DowntimeWindow, ...] = False
+    max_waiting: Seconds | None = None
+    max_held: Seconds | None = None
 
     def build(self) -> object:
         """The backend this configuration describes; does no I/O. Subclasses implement it."""

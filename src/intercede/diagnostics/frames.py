@@ -30,6 +30,7 @@ __all__ = [
     "JOB_COLUMNS",
     "STATES",
     "UNOBSERVED",
+    "USAGE_COLUMNS",
     "actions_frame",
     "as_dict",
     "counts_frame",
@@ -42,8 +43,10 @@ __all__ = [
     "states_over_time",
 ]
 
+USAGE_COLUMNS = ["wall_seconds", "cpu_seconds", "peak_memory_mb", "node", "started_at", "ended_at"]
 JOB_COLUMNS = ["key", "ce", "phase", "state", "native_state", "exit_code", "job_id", "last_seen", "attempts",
-               "last_error", "permanent_error", "collected", "outputs"]
+               "last_error", "permanent_error", "collected", "outputs", "waiting_reason", "policy_reason",
+               *USAGE_COLUMNS]
 HEALTH_COLUMNS = ["ce", "reachable", "last_poll", "poll_latency_p50", "poll_latency_p95", "polls", "poll_errors",
                   "error_rate", "call_errors", "tracked", *STATES[1:], "queue_running", "queue_queued", "free_cores",
                   "last_error"]
@@ -55,9 +58,25 @@ def _times(values: pd.Series) -> pd.Series:
     return pd.to_datetime(pd.to_numeric(values, errors="coerce"), unit="s", utc=True)
 
 
+def _with_usage(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row with its ``usage`` (a :class:`~intercede.model.Usage`, a dict, or None) spread into
+    :data:`USAGE_COLUMNS`."""
+    data = dict(row)
+    usage = data.pop("usage", None)
+    if usage is not None and not isinstance(usage, Mapping):
+        usage = usage.model_dump()
+    usage = usage or {}
+    data.update({"wall_seconds": usage.get("wall_seconds"), "cpu_seconds": usage.get("cpu_seconds"),
+                 "peak_memory_mb": usage.get("peak_memory_mb"), "node": usage.get("node"),
+                 "started_at": usage.get("started_at"), "ended_at": usage.get("ended_at")})
+    return data
+
+
 def jobs_frame(rows: Iterable[Any]) -> pd.DataFrame:
-    """The facade's ``rows()`` as a DataFrame indexed by key, columns :data:`JOB_COLUMNS` (less ``key``)."""
-    frame = pd.DataFrame([as_dict(r) for r in rows], columns=JOB_COLUMNS)
+    """The facade's ``rows()`` as a DataFrame indexed by key, columns :data:`JOB_COLUMNS` (less ``key``): the
+    resource's usage of a finished job in :data:`USAGE_COLUMNS`, and why a key waits (``waiting_reason``: its CE's
+    limits hold its submit back) or why intercede ended it (``policy_reason``: a per-state timeout, lost)."""
+    frame = pd.DataFrame([_with_usage(as_dict(r)) for r in rows], columns=JOB_COLUMNS)
     for column in ("phase", "state"):  # records carry string enums: plain strings in the frame
         frame[column] = frame[column].map(lambda v: v.value if isinstance(v, enum.Enum) else v)
     frame["state"] = frame["state"].fillna(UNOBSERVED).astype(str)
@@ -66,7 +85,12 @@ def jobs_frame(rows: Iterable[Any]) -> pd.DataFrame:
     frame["collected"] = frame["collected"].fillna(False).astype(bool)
     frame["last_seen"] = _times(frame["last_seen"])
     frame["outputs"] = frame["outputs"].map(lambda p: p if p is None or p != p else str(p))  # p != p: NaN
-    for column in ("native_state", "job_id", "last_error", "permanent_error", "outputs"):
+    for column in ("wall_seconds", "cpu_seconds", "peak_memory_mb"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    for column in ("started_at", "ended_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    for column in ("native_state", "job_id", "last_error", "permanent_error", "outputs", "waiting_reason",
+                   "policy_reason", "node"):
         # Plain objects with None for "none": pandas' string dtype would turn None into NaN.
         frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
     return frame.set_index("key")

@@ -98,15 +98,17 @@ def ces_table(health: Iterable[Any], now: float | None = None) -> str:
 def jobs_table(rows: Iterable[Any], now: float | None = None, limit: int | None = None,
                total: int | None = None) -> str:
     """One line per key (rows as records or mappings): CE, wanted phase, observed state, native state, exit code,
-    job id, attempts, last seen, error; at most ``limit`` lines. A final line says how many were left out: of
-    ``total`` keys when given (the rows are then the first ones only, as ``rows(limit=...)`` answers), else of the
-    rows."""
+    job id, attempts, last seen, and why it is where it is (an error, else why its CE's limits hold it back or why
+    intercede ended it); at most ``limit`` lines. A final line says how many were left out: of ``total`` keys when
+    given (the rows are then the first ones only, as ``rows(limit=...)`` answers), else of the rows."""
     now = time.time() if now is None else now
     items = [as_dict(r) for r in rows]
     shown = items if limit is None else items[:limit]
     lines = [[r["key"], r["ce"], r["phase"], r.get("state") or UNOBSERVED, r.get("native_state") or None,
               r.get("exit_code"), r.get("job_id"), r.get("attempts", 0), _age(r.get("last_seen"), now),
-              "yes" if r.get("collected") else None, _short(r.get("permanent_error") or r.get("last_error"))]
+              "yes" if r.get("collected") else None,
+              _short(r.get("permanent_error") or r.get("last_error") or r.get("waiting_reason")
+                     or r.get("policy_reason"))]
              for r in shown]
     text = table(lines, ["key", "CE", "wanted", "state", "native", "exit", "job id", "tries", "last seen",
                          "collected", "error"], right=["exit", "tries"])

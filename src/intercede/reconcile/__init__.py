@@ -10,12 +10,14 @@ from intercede.reconcile.gateway import CEGateway
 from intercede.reconcile.journal import Journal
 from intercede.reconcile.journal_store import JournalStore
 from intercede.reconcile.journals import open_journal
+from intercede.reconcile.limits import CELimits, CELoad, TokenBucket
 from intercede.reconcile.policy import RetryPolicy
 from intercede.reconcile.reconciler import KeyRow, Reconciler
 from intercede.reconcile.state import (
     Action,
     Adopt,
     Cancel,
+    DeclareLost,
     Desired,
     Fetch,
     Forget,
@@ -34,8 +36,11 @@ __all__ = [
     "Action",
     "Adopt",
     "CEGateway",
+    "CELimits",
+    "CELoad",
     "Cancel",
     "Clock",
+    "DeclareLost",
     "Desired",
     "Executor",
     "FakeClock",
@@ -57,6 +62,7 @@ __all__ = [
     "RetryPolicy",
     "Submit",
     "SystemClock",
+    "TokenBucket",
     "apply_success",
     "decide",
     "diff",

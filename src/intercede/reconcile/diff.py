@@ -9,6 +9,11 @@ For one key the plan follows a fixed progression (each step is planned only once
     COLLECTED   Submit | Adopt -> (wait for terminal) -> Fetch -> Purge
     FORGOTTEN   Adopt -> Cancel while not terminal -> Purge -> Forget     (no job ever: Forget at once)
 
+Per-CE limits (:mod:`intercede.reconcile.limits`) add three things. A Submit is planned only while the CE has room
+(queued and total counts, the submit rate, no downtime); a key held back is *deferred*, never failed, with the reason
+in :attr:`Plan.held_back`. A RUNNING or COLLECTED key whose job waited (or was held) longer than the CE allows gets a
+Cancel carrying that reason. A key whose job stays unknown past the grace gets :class:`DeclareLost`.
+
 Nothing is planned for a key whose CE is unreachable, whose step is backing off (``now < next_attempt_at``), or that
 carries a permanent error, with one exception: a FORGOTTEN key with nothing left at the resource (no job and no
 submit intent, e.g. its submit was refused; or its job purged) is forgotten even with a permanent error, else it could
@@ -20,14 +25,16 @@ once.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from intercede.model import OutputManifest
+from intercede.reconcile.limits import UNLIMITED, CELimits, CELoad, TokenBucket, lost, overdue, submit_room
 from intercede.reconcile.policy import RetryPolicy
 from intercede.reconcile.state import (
     Action,
     Adopt,
     Cancel,
+    DeclareLost,
     Desired,
     Fetch,
     Forget,
@@ -46,11 +53,15 @@ NO_PROGRESS = Progress()
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """The actions of one diff, and the keys that wanted a Submit but found their CE's budget spent (they must be
-    diffed again next tick)."""
+    """The actions of one diff, and the keys that wanted a Submit but found their CE without room (they must be
+    diffed again next tick): ``held_back`` maps each of them to the reason ("CE full: 20/20 queued")."""
 
     actions: tuple[Action, ...]
     deferred: tuple[str, ...]
+    held_back: Mapping[str, str] = field(default_factory=dict)
+
+    def submits(self) -> int:
+        return sum(isinstance(a, Submit) for a in self.actions)
 
 
 def _cancel_due(progress: Progress, now: float, policy: RetryPolicy) -> bool:
@@ -64,7 +75,8 @@ def _forgettable_anyway(desired: Desired, progress: Progress) -> bool:
     return desired.phase is Phase.FORGOTTEN and nothing_left
 
 
-def decide(desired: Desired, progress: Progress, now: float, policy: RetryPolicy) -> Action | None:
+def decide(desired: Desired, progress: Progress, now: float, policy: RetryPolicy,
+           limits: CELimits = UNLIMITED) -> Action | None:
     """The one next action for a key, ignoring reachability and budgets (see the module docstring)."""
     if progress.next_attempt_at is not None and now < progress.next_attempt_at:
         return None
@@ -80,11 +92,17 @@ def decide(desired: Desired, progress: Progress, now: float, policy: RetryPolicy
         if phase is Phase.FORGOTTEN:
             return Forget(key)
         return None  # CANCELLED before any submit: nothing to do, ever.
-    if phase is Phase.RUNNING:
-        return None
+    if limits.lost_after is not None:
+        lost_at, why = lost(progress, limits)
+        if lost_at is not None and now >= lost_at:
+            return DeclareLost(key, why)
+    if phase is Phase.RUNNING or (phase is Phase.COLLECTED and not progress.terminal):
+        if limits.max_waiting is not None or limits.max_held is not None:
+            due_at, why = overdue(progress, limits)
+            if due_at is not None and now >= due_at and _cancel_due(progress, now, policy):
+                return Cancel(key, job_id, why)
+        return None  # a COLLECTED key waits for the job to finish
     if not progress.terminal:
-        if phase is Phase.COLLECTED:
-            return None  # wait for the job to finish
         return Cancel(key, job_id) if _cancel_due(progress, now, policy) else None
     if phase is Phase.COLLECTED:
         if progress.manifest is None:
@@ -106,10 +124,11 @@ def _purge_cancelled_at(progress: Progress, policy: RetryPolicy) -> float:
     return progress.cancel_sent_at + policy.purge_cancelled_after
 
 
-def wake_at(desired: Desired, progress: Progress, policy: RetryPolicy) -> float | None:
+def wake_at(desired: Desired, progress: Progress, policy: RetryPolicy,
+            limits: CELimits = UNLIMITED) -> float | None:
     """The time from which :func:`decide` may plan something only because time passed (a backoff ends, a cancel is
-    due again, a cancelled job's files are due for purging), or None if time alone never changes the plan. Lets a
-    caller re-diff a key only when it is due."""
+    due again, a cancelled job's files are due for purging, a job waited too long or stayed unknown past the grace),
+    or None if time alone never changes the plan. Lets a caller re-diff a key only when it is due."""
     if progress.permanent_error is not None:
         return progress.next_attempt_at if _forgettable_anyway(desired, progress) else None
     gates: list[float] = []
@@ -121,7 +140,15 @@ def wake_at(desired: Desired, progress: Progress, policy: RetryPolicy) -> float 
     if (progress.cancel_sent_at is not None and progress.job_id is not None and progress.terminal
             and not progress.purged and desired.phase is Phase.CANCELLED):
         gates.append(_purge_cancelled_at(progress, policy))
-    # Both gates must be open for a resend, so the later one is when it can happen.
+    if limits.has_timeouts and progress.job_id is not None and not progress.terminal:
+        lost_at, _ = lost(progress, limits)
+        due_at, _ = overdue(progress, limits) if desired.phase in (Phase.RUNNING, Phase.COLLECTED) else (None, "")
+        if due_at is not None and progress.cancel_sent_at is not None:
+            due_at = max(due_at, progress.cancel_sent_at + policy.cancel_resend_after)  # a timeout's cancel resent
+        timeouts = [at for at in (lost_at, due_at) if at is not None]
+        if timeouts:
+            gates.append(min(timeouts))
+    # Every gate must be open for a resend, so the latest one is when it can happen.
     return max(gates) if gates else None
 
 
@@ -133,34 +160,45 @@ def plan(
     now: float,
     policy: RetryPolicy,
     budget: Mapping[str, int] | None = None,
+    limits: Mapping[str, CELimits] | None = None,
+    load: Mapping[str, CELoad] | None = None,
+    buckets: Mapping[str, TokenBucket] | None = None,
 ) -> Plan:
     """Plan the actions for ``keys`` (the dirty ones; unknown keys are ignored).
 
     Keys are visited in sorted order, so the same inputs always give the same plan whatever order ``keys`` came in.
-    At most ``budget[ce]`` (default ``policy.submits_per_tick``) Submits are planned per CE; the keys left over are
-    returned as ``deferred``. No action is planned for a CE mapped to False in ``reachable``.
+    At most ``budget[ce]`` (default ``policy.submits_per_tick``) Submits are planned per CE, fewer when the CE's
+    ``limits`` leave less room given its ``load`` (what it holds of ours before this plan) and its submit-rate
+    ``buckets`` (see :func:`~intercede.reconcile.limits.submit_room`); the keys left over are returned as
+    ``deferred``, each with its reason in ``held_back``. No action is planned for a CE mapped to False in
+    ``reachable``.
     """
-    budget = budget or {}
-    remaining: dict[str, int] = {}
+    budget, limits, load, buckets = budget or {}, limits or {}, load or {}, buckets or {}
+    remaining: dict[str, tuple[int, str]] = {}
     actions: list[Action] = []
     deferred: list[str] = []
+    held_back: dict[str, str] = {}
     for key in sorted(set(keys)):
         wanted = desired.get(key)
         if wanted is None or not reachable.get(wanted.ce, True):
             continue
-        action = decide(wanted, progress.get(key, NO_PROGRESS), now, policy)
+        ce_limits = limits.get(wanted.ce, UNLIMITED)
+        action = decide(wanted, progress.get(key, NO_PROGRESS), now, policy, ce_limits)
         if action is None:
             continue
         if isinstance(action, Submit):
             left = remaining.get(wanted.ce)
             if left is None:
-                left = budget.get(wanted.ce, policy.submits_per_tick)
-            if left <= 0:
+                left = submit_room(ce_limits, load.get(wanted.ce, CELoad()), buckets.get(wanted.ce), now,
+                                   budget.get(wanted.ce, policy.submits_per_tick))
+            room, reason = left
+            if room <= 0:
                 deferred.append(key)
+                held_back[key] = reason
                 continue
-            remaining[wanted.ce] = left - 1
+            remaining[wanted.ce] = (room - 1, reason)
         actions.append(action)
-    return Plan(tuple(actions), tuple(deferred))
+    return Plan(tuple(actions), tuple(deferred), held_back)
 
 
 def diff(
@@ -171,9 +209,12 @@ def diff(
     now: float,
     policy: RetryPolicy,
     budget: Mapping[str, int] | None = None,
+    limits: Mapping[str, CELimits] | None = None,
+    load: Mapping[str, CELoad] | None = None,
+    buckets: Mapping[str, TokenBucket] | None = None,
 ) -> list[Action]:
     """The actions of :func:`plan` (for callers that do not track deferred keys)."""
-    return list(plan(keys, desired, progress, reachable, now, policy, budget).actions)
+    return list(plan(keys, desired, progress, reachable, now, policy, budget, limits, load, buckets).actions)
 
 
 def apply_success(progress: Progress | None, action: Action, now: float) -> Progress | None:
@@ -186,8 +227,10 @@ def apply_success(progress: Progress | None, action: Action, now: float) -> Prog
     match action:
         case Submit(key) | Adopt(key):
             return current.with_submit_intent().with_job_id(f"job-{key}")
-        case Cancel():
-            return current.with_cancel_sent(now)
+        case Cancel(_, _, reason):
+            return current.with_cancel_sent(now, reason)
+        case DeclareLost(_, reason):
+            return current.with_lost(reason, now)
         case Fetch(_, job_id, destination):
             return current.with_manifest(OutputManifest(job_id=job_id, destination=destination))
         case Purge():

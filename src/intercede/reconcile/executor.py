@@ -44,7 +44,7 @@ from intercede.reconcile.clock import Clock
 from intercede.reconcile.gateway import CEGateway, TaggedJobs
 from intercede.reconcile.journal_store import JournalStore
 from intercede.reconcile.policy import RetryPolicy
-from intercede.reconcile.state import Action, Adopt, Cancel, Fetch, Forget, Progress, Purge, Submit
+from intercede.reconcile.state import Action, Adopt, Cancel, DeclareLost, Fetch, Forget, Progress, Purge, Submit
 from intercede.reconcile.tracker import ReconcileState
 from intercede.reconcile.verify import check_manifest_identity
 
@@ -76,6 +76,7 @@ class Executor:
         self._clock = clock
         self._concurrency = concurrency
         self._chunk = chunk
+        self._cancel_reasons: dict[str, str] = {}
 
     async def execute(self, actions: Sequence[Action]) -> None:
         """Carry out ``actions`` (at most one per key). Raises JournalError; records every other failure."""
@@ -109,6 +110,7 @@ class Executor:
         adopts: dict[str, list[tuple[str, str]]] = defaultdict(list)
         cancels: dict[str, list[tuple[str, str]]] = defaultdict(list)
         purges: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        self._cancel_reasons = {a.key: a.reason for a in actions if isinstance(a, Cancel) and a.reason}
         for action in actions:
             ce = self._state.desired[action.key].ce
             match action:
@@ -124,6 +126,8 @@ class Executor:
                     units.append(partial(self._fetch, action))
                 case Forget(key):
                     units.append(partial(self._forget, key))
+                case DeclareLost(key, reason):
+                    units.append(partial(self._declare_lost, key, reason))
         for step, groups in ((self._adopt, adopts), (self._cancel, cancels), (self._purge, purges)):
             for ce, items in groups.items():
                 for chunk in _chunks(items, self._chunk):
@@ -333,7 +337,10 @@ class Executor:
                         # Usually "already finished": the next observation shows the final state.
                         log.info("job key %s: cancel of %s not done (%s); waiting for its final state",
                                  key, job_id, outcome.detail)
-                    self._put(key, self._journal.record_cancel_sent(key, now))
+                    reason = self._cancel_reasons.get(key, "")
+                    if reason:
+                        log.warning("job key %s: cancelling %s, %s", key, job_id, reason)
+                    self._put(key, self._journal.record_cancel_sent(key, now, reason))
                 else:
                     self._failed([key], "cancel", outcome.detail or "temporary failure", permanent=False)
 
@@ -373,6 +380,10 @@ class Executor:
             self._put(action.key, self._journal.record_manifest(action.key, manifest))
 
         await self._guarded([action.key], "fetch", body())
+
+    async def _declare_lost(self, key: str, reason: str) -> None:
+        log.warning("job key %s: %s", key, reason)
+        self._put(key, self._journal.record_lost(key, reason, self._clock.now()))
 
     async def _forget(self, key: str) -> None:
         if self._needs_sweep(key):

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from intercede.model import JobSpec, JobState, JobStatus, OutputManifest
+from intercede.model import JobSpec, JobState, JobStatus, OutputManifest, Usage
 from intercede.reconcile.state import Desired, Phase, Progress
 
 __all__ = [
@@ -33,7 +33,7 @@ __all__ = [
     "spec_to_json",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS desired (
@@ -60,7 +60,10 @@ CREATE TABLE IF NOT EXISTS progress (
     attempts         INTEGER NOT NULL DEFAULT 0,
     next_attempt_at  {real},
     last_error       TEXT,
-    permanent_error  TEXT
+    permanent_error  TEXT,
+    state_since      {real},      -- when state was first observed (per-state timeouts count from it)
+    usage            TEXT,        -- Usage as JSON (what the resource says a finished job used)
+    policy_reason    TEXT         -- why intercede ended the job itself (a per-state timeout, lost)
 )
 """
 
@@ -68,6 +71,9 @@ CREATE TABLE IF NOT EXISTS progress (
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE desired ADD COLUMN scrubbed INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE progress ADD COLUMN submit_attempts TEXT NOT NULL DEFAULT '[]'"),
+    3: ("ALTER TABLE progress ADD COLUMN state_since {real}",
+        "ALTER TABLE progress ADD COLUMN usage TEXT",
+        "ALTER TABLE progress ADD COLUMN policy_reason TEXT"),
 }
 
 
@@ -79,6 +85,7 @@ def schema_statements(real: str = "REAL") -> list[str]:
 PROGRESS_COLUMNS = (
     "job_id", "submit_intent", "submit_attempts", "state", "native_state", "exit_code", "reason", "last_seen",
     "cancel_sent_at", "manifest", "purged", "attempts", "next_attempt_at", "last_error", "permanent_error",
+    "state_since", "usage", "policy_reason",
 )
 # ``?`` placeholders: the PostgreSQL journal turns them into psycopg's ``%s``.
 SELECT_PROGRESS = f"SELECT {', '.join(PROGRESS_COLUMNS)} FROM progress WHERE key = ?"  # noqa: S608 - constants
@@ -118,20 +125,22 @@ def progress_to_row(p: Progress) -> tuple[Any, ...]:
         p.exit_code, p.reason, p.last_seen, p.cancel_sent_at,
         p.manifest.model_dump_json() if p.manifest is not None else None,
         int(p.purged), p.attempts, p.next_attempt_at, p.last_error, p.permanent_error,
+        p.state_since, p.usage.model_dump_json() if p.usage is not None else None, p.policy_reason,
     )
 
 
 def progress_from_row(row: Sequence[Any]) -> Progress:
     """The progress stored in a row of :data:`PROGRESS_COLUMNS` values."""
     (job_id, intent, submit_attempts, state, native, exit_code, reason, last_seen, cancel_sent_at, manifest, purged,
-     attempts, next_attempt_at, last_error, permanent_error) = row
+     attempts, next_attempt_at, last_error, permanent_error, state_since, usage, policy_reason) = row
     return Progress(
         job_id=job_id, submit_intent=bool(intent), submit_attempts=tuple(json.loads(submit_attempts)),
         state=JobState(state) if state is not None else None,
         native_state=native, exit_code=exit_code, reason=reason, last_seen=last_seen, cancel_sent_at=cancel_sent_at,
         manifest=OutputManifest.model_validate_json(manifest) if manifest is not None else None,
         purged=bool(purged), attempts=attempts, next_attempt_at=next_attempt_at, last_error=last_error,
-        permanent_error=permanent_error,
+        permanent_error=permanent_error, state_since=state_since,
+        usage=Usage.model_validate_json(usage) if usage is not None else None, policy_reason=policy_reason,
     )
 
 

@@ -63,7 +63,8 @@ class JournalStore(Protocol):
     def record_job_id(self, key: str, job_id: str) -> Progress: ...
     def record_observation(self, key: str, status: JobStatus, seen_at: float | None = None) -> Progress: ...
     def record_observations(self, observations: Sequence[Observation], seen_at: float) -> dict[str, Progress]: ...
-    def record_cancel_sent(self, key: str, at: float) -> Progress: ...
+    def record_cancel_sent(self, key: str, at: float, reason: str = "") -> Progress: ...
+    def record_lost(self, key: str, reason: str, at: float) -> Progress: ...
     def record_manifest(self, key: str, manifest: OutputManifest) -> Progress: ...
     def record_purged(self, key: str) -> Progress: ...
     def record_error(self, key: str, error_text: str, *, permanent: bool, next_attempt_at: float | None,
@@ -155,7 +156,8 @@ class SQLJournal:
         if version < SCHEMA_VERSION:
             with self._atomic("create the schema") as db:
                 steps = ([schema_statements(self._real_type)] if version == 0 else
-                         [list(MIGRATIONS[step]) for step in range(version + 1, SCHEMA_VERSION + 1)])
+                         [[m.format(real=self._real_type) for m in MIGRATIONS[step]]
+                          for step in range(version + 1, SCHEMA_VERSION + 1)])
                 for statements in steps:
                     for statement in statements:
                         db.execute(statement)
@@ -329,8 +331,13 @@ class SQLJournal:
                 result[obs.key] = self._update_in(db, obs.key, partial(observed, status=obs.status, at=seen_at))
         return result
 
-    def record_cancel_sent(self, key: str, at: float) -> Progress:
-        return self._update(key, "record a cancel", lambda p: p.with_cancel_sent(at))
+    def record_cancel_sent(self, key: str, at: float, reason: str = "") -> Progress:
+        """A cancel was sent; ``reason`` is a per-state timeout's (kept as the key's policy reason)."""
+        return self._update(key, "record a cancel", lambda p: p.with_cancel_sent(at, reason))
+
+    def record_lost(self, key: str, reason: str, at: float) -> Progress:
+        """The key's job stayed unknown past the grace: its final state is recorded as lost, with ``reason``."""
+        return self._update(key, "record a lost job", lambda p: p.with_lost(reason, at))
 
     def record_manifest(self, key: str, manifest: OutputManifest) -> Progress:
         """Written only after the fetched files were verified under the destination."""

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Protocol
 
 from intercede.errors import InvalidSpecError, UnknownKeyError
-from intercede.model import JobSpec, JobState, JobStatus
+from intercede.model import JobSpec, JobState, JobStatus, Usage
 from intercede.reconcile.clock import Clock, SystemClock
 from intercede.reconcile.executor import Executor
 from intercede.reconcile.gateway import CEGateway
 from intercede.reconcile.journal_rows import spec_to_json
 from intercede.reconcile.journal_store import JournalStore
+from intercede.reconcile.limits import CELimits, CELoad
 from intercede.reconcile.policy import RetryPolicy
 from intercede.reconcile.state import Action, Desired, Observation, Phase, Progress
 from intercede.reconcile.tracker import ReconcileState
@@ -81,6 +82,10 @@ class KeyRow:
     permanent_error: str | None
     collected: bool = False  # outputs fetched, verified and recorded, and the remote job purged
     outputs: Path | None = None
+    waiting_reason: str | None = None  # why its submit is held back by the CE's limits ("CE full: 20/20 queued")
+    policy_reason: str | None = None  # why intercede ended the job itself (a per-state timeout, lost)
+    reason: str = ""  # the resource's reason for the state
+    usage: Usage | None = None  # what the finished job used, as the resource reports it
 
 
 class Reconciler:
@@ -249,6 +254,17 @@ class Reconciler:
         """Mark a CE (un)reachable: an unreachable CE's keys get no action and none of its jobs is failed."""
         self._state.set_reachable(ce, reachable)
 
+    def set_limits(self, ce: str, limits: CELimits) -> None:
+        """Set a CE's limits, at run time too: held-back keys are re-planned against them on the next tick."""
+        self._state.set_limits(ce, limits)
+
+    def limits(self, ce: str) -> CELimits:
+        return self._state.limits_of(ce)
+
+    def load(self, ce: str) -> CELoad:
+        """What ``ce`` holds of ours by the journal's record (jobs not running yet, jobs not ended)."""
+        return self._state.load_of(ce)
+
     def set_gateway(self, ce: str, gateway: CEGateway) -> None:
         """Add or replace a CE's gateway; its keys are re-planned on the next tick."""
         self._gateways[ce] = gateway
@@ -295,7 +311,9 @@ class Reconciler:
         d, p = self._state.desired[key], self._state.progress[key]
         return KeyRow(key, d.ce, d.phase, p.state, p.native_state, p.exit_code, p.job_id, p.last_seen, p.attempts,
                       p.last_error, p.permanent_error, collected=p.manifest is not None and p.purged,
-                      outputs=p.manifest.destination if p.manifest else None)
+                      outputs=p.manifest.destination if p.manifest else None,
+                      waiting_reason=self._state.held_back(key), policy_reason=p.policy_reason, reason=p.reason,
+                      usage=p.usage)
 
     def close(self) -> None:
         self._journal.close()

@@ -20,12 +20,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from intercede.errors import InvalidSpecError
-from intercede.model import JobSpec, JobState, JobStatus, OutputManifest
+from intercede.model import JobSpec, JobState, JobStatus, OutputManifest, Usage
 
 __all__ = [
     "Action",
     "Adopt",
     "Cancel",
+    "DeclareLost",
     "Desired",
     "Fetch",
     "Forget",
@@ -124,6 +125,10 @@ class Progress:
     ``submit_attempts`` lists, in order, the id of every submit attempt ever journaled for the key (each submit gets
     a new one, written with the intent before the submit): a job found by the key's tag is the key's own only if it
     carries one of them. Empty for a key journaled before attempt ids existed.
+
+    ``state_since`` is when ``state`` was first observed (per-state timeouts count from it); ``usage`` is what the
+    resource reported the finished job used; ``policy_reason`` says why intercede itself ended the job (a per-state
+    timeout cancelled it, or it was declared lost).
     """
 
     job_id: str | None = None
@@ -141,6 +146,9 @@ class Progress:
     next_attempt_at: float | None = None
     last_error: str | None = None
     permanent_error: str | None = None
+    state_since: float | None = None
+    usage: Usage | None = None
+    policy_reason: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -148,8 +156,8 @@ class Progress:
 
     def same_observation(self, other: Progress) -> bool:
         """Whether ``other`` saw the same thing (ignoring when): nothing worth journaling changed."""
-        return (self.state, self.native_state, self.exit_code, self.reason) == (
-            other.state, other.native_state, other.exit_code, other.reason)
+        return (self.state, self.native_state, self.exit_code, self.reason, self.usage) == (
+            other.state, other.native_state, other.exit_code, other.reason, other.usage)
 
     # Transitions. A step that moves the key forward clears the failure count; a failure raises it. Losing the
     # intent (Adopt found nothing) is not progress: keeping ``attempts`` lets backoff grow across submit retries.
@@ -171,16 +179,28 @@ class Progress:
     def with_observation(self, status: JobStatus, seen_at: float) -> Progress:
         """Fold in one status report. A terminal state is final; a backwards report only refreshes ``last_seen``."""
         if self.terminal:
+            if self.usage is None and status.usage is not None and status.state is self.state:
+                return replace(self, usage=status.usage, last_seen=seen_at)  # accounting may answer late
             return replace(self, last_seen=seen_at)
         new_state = status.state if self.state is None else self.state.advance(status.state)
         if new_state is not status.state:
             # The report was older than what we know (or came after the end): keep the details that match ``state``.
             return replace(self, last_seen=seen_at)
+        since = self.state_since if new_state is self.state and self.state_since is not None else seen_at
         return replace(self, state=new_state, native_state=status.native_state, exit_code=status.exit_code,
-                       reason=status.reason, last_seen=seen_at)
+                       reason=status.reason, last_seen=seen_at, state_since=since,
+                       usage=status.usage if status.usage is not None else self.usage)
 
-    def with_cancel_sent(self, at: float) -> Progress:
+    def with_cancel_sent(self, at: float, reason: str = "") -> Progress:
+        """A cancel was sent at ``at``; ``reason`` (a per-state timeout's) is kept as the policy reason."""
+        if reason:
+            return self._advanced(cancel_sent_at=at, policy_reason=reason)
         return self._advanced(cancel_sent_at=at)
+
+    def with_lost(self, reason: str, at: float) -> Progress:
+        """The job was unknown past the grace: final (ABORTED, native state ``Lost``), with ``reason``."""
+        return self._advanced(state=JobState.ABORTED, native_state="Lost", reason=reason, policy_reason=reason,
+                              state_since=at)
 
     def with_manifest(self, manifest: OutputManifest) -> Progress:
         return self._advanced(manifest=manifest)
@@ -228,10 +248,19 @@ class Adopt:
 
 @dataclass(frozen=True, slots=True)
 class Cancel:
-    """Cancel a job that is not terminal yet."""
+    """Cancel a job that is not terminal yet; ``reason`` is set when a per-state timeout asks for it."""
 
     key: str
     job_id: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeclareLost:
+    """Record that a job unknown at its CE past the grace is lost (a final state with ``reason``)."""
+
+    key: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,4 +287,4 @@ class Forget:
     key: str
 
 
-Action = Submit | Adopt | Cancel | Fetch | Purge | Forget
+Action = Submit | Adopt | Cancel | Fetch | Purge | Forget | DeclareLost

@@ -5,7 +5,9 @@
 * a *dirty set*: keys whose declaration, progress or observation changed since they were last diffed;
 * a heap of wake-up times (:func:`~intercede.reconcile.diff.wake_at`): keys whose plan changes only because time
   passes (a backoff ends, a cancel is due again) are re-diffed when that time comes, and not before;
-* indexes by CE and by (CE, job id), so status reports and polling lists need no scan.
+* indexes by CE and by (CE, job id), so status reports and polling lists need no scan;
+* per CE, its :class:`~intercede.reconcile.limits.CELimits`, what it holds of ours (:class:`CELoad`, kept up to date
+  on every progress change, so a tick never counts) and its submit-rate bucket; and per key held back by a limit, why.
 
 A tick diffs ``due(now)`` = dirty keys + keys whose wake-up passed. Keys skipped because their CE is unreachable lose
 their dirtiness, which is safe because :meth:`set_reachable` marks every key of a CE dirty when it comes back.
@@ -18,8 +20,9 @@ import heapq
 from collections.abc import Iterable, Mapping
 
 from intercede.reconcile.diff import NO_PROGRESS, Plan, plan, wake_at
+from intercede.reconcile.limits import UNLIMITED, CELimits, CELoad, TokenBucket, counts_as_queued, counts_in_total
 from intercede.reconcile.policy import RetryPolicy
-from intercede.reconcile.state import Desired, Progress
+from intercede.reconcile.state import Desired, Progress, Submit
 
 __all__ = ["ReconcileState"]
 
@@ -39,8 +42,24 @@ class ReconcileState:
         self._dirty: set[str] = set()
         self._wakeups: list[tuple[float, str]] = []
         self._wake_at: dict[str, float] = {}
+        self._limits: dict[str, CELimits] = {}
+        self._queued: dict[str, int] = {}
+        self._total: dict[str, int] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+        self._held_back: dict[str, str] = {}
 
     # ---- reading
+
+    def limits_of(self, ce: str) -> CELimits:
+        return self._limits.get(ce, UNLIMITED)
+
+    def load_of(self, ce: str) -> CELoad:
+        """What ``ce`` holds of ours, by the record: jobs not running yet, and jobs not ended."""
+        return CELoad(self._queued.get(ce, 0), self._total.get(ce, 0))
+
+    def held_back(self, key: str) -> str | None:
+        """Why the key's submit is held back by its CE's limits (None: it is not)."""
+        return self._held_back.get(key)
 
     @property
     def desired(self) -> Mapping[str, Desired]:
@@ -99,8 +118,12 @@ class ReconcileState:
 
     def remove(self, key: str) -> None:
         """Drop every trace of a key (it was forgotten)."""
-        desired = self._desired.pop(key, None)
+        desired = self._desired.get(key)
+        if desired is not None and key in self._progress:
+            self._count(desired.ce, self._progress[key], -1)
+        self._desired.pop(key, None)
         progress = self._progress.pop(key, None)
+        self._held_back.pop(key, None)
         if desired is not None:
             self._keys_by_ce[desired.ce].discard(key)
             if progress is not None and progress.job_id is not None:
@@ -119,6 +142,20 @@ class ReconcileState:
         if reachable and not was:
             self._dirty.update(self._keys_by_ce.get(ce, ()))
 
+    def set_limits(self, ce: str, limits: CELimits) -> None:
+        """Set a CE's limits (at run time too): its keys are re-planned (their wake-ups follow the new timeouts), and
+        its submit-rate bucket keeps its tokens under a new rate."""
+        if self._limits.get(ce, UNLIMITED) == limits:
+            return
+        self._limits[ce] = limits
+        bucket = self._buckets.get(ce)
+        if limits.submit_rate is None:
+            self._buckets.pop(ce, None)
+        elif bucket is not None:
+            self._buckets[ce] = bucket.with_settings(limits.submit_rate, limits.submit_burst)
+        for key in self._keys_by_ce.get(ce, ()):
+            self._changed(key)
+
     # ---- ticking
 
     def due(self, now: float) -> set[str]:
@@ -132,16 +169,38 @@ class ReconcileState:
         return keys
 
     def plan(self, now: float, budget: Mapping[str, int] | None = None) -> Plan:
-        """Diff the due keys; keys deferred by a submit budget stay dirty for the next tick."""
-        result = plan(self.due(now), self._desired, self._progress, self._reachable, now, self.policy, budget)
+        """Diff the due keys; keys deferred by a submit budget or a CE's limits stay dirty for the next tick (and keep
+        their reason), and the submits planned are taken from each CE's rate bucket."""
+        for ce, limits in self._limits.items():
+            if limits.submit_rate is not None and ce not in self._buckets:
+                self._buckets[ce] = TokenBucket.full(limits.submit_rate, limits.submit_burst, now)
+        due = self.due(now)
+        loads = {ce: self.load_of(ce) for ce in self._limits}
+        result = plan(due, self._desired, self._progress, self._reachable, now, self.policy, budget,
+                      self._limits, loads, self._buckets)
         self._dirty.update(result.deferred)
+        for key in due:
+            self._held_back.pop(key, None)
+        self._held_back.update(result.held_back)
+        submitted: dict[str, int] = {}
+        for action in result.actions:
+            if isinstance(action, Submit):
+                ce = self._desired[action.key].ce
+                submitted[ce] = submitted.get(ce, 0) + 1
+        for ce, count in submitted.items():
+            if ce in self._buckets:
+                self._buckets[ce] = self._buckets[ce].take(count, now)
         return result
 
     # ---- internals
 
     def _set_progress(self, key: str, progress: Progress) -> None:
         ce = self._desired[key].ce
-        old = self._progress.get(key, NO_PROGRESS)
+        old = self._progress.get(key)
+        if old is not None:
+            self._count(ce, old, -1)
+        self._count(ce, progress, +1)
+        old = old or NO_PROGRESS
         if old.job_id is not None and old.job_id != progress.job_id:
             self._key_by_job.pop((ce, old.job_id), None)
             self._tracked.get(ce, {}).pop(old.job_id, None)
@@ -154,9 +213,17 @@ class ReconcileState:
             else:
                 tracked[progress.job_id] = None
 
+    def _count(self, ce: str, progress: Progress, sign: int) -> None:
+        if counts_in_total(progress):
+            self._total[ce] = self._total.get(ce, 0) + sign
+            if counts_as_queued(progress):
+                self._queued[ce] = self._queued.get(ce, 0) + sign
+
     def _changed(self, key: str) -> None:
         self._dirty.add(key)
-        at = wake_at(self._desired[key], self._progress.get(key, NO_PROGRESS), self.policy)
+        desired = self._desired[key]
+        limits = self._limits.get(desired.ce, UNLIMITED)
+        at = wake_at(desired, self._progress.get(key, NO_PROGRESS), self.policy, limits)
         if at is None:
             self._wake_at.pop(key, None)
         elif self._wake_at.get(key) != at:

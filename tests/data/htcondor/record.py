@@ -10,6 +10,8 @@ killed by a signal, removed, held for spooling, refused at submit) and writes wh
 * ``bindings_queue.json`` / ``bindings_history.json``: the same jobs' ads as the ``htcondor2`` client on this machine
   reads them (what :class:`~intercede.backends.htcondor.HTCondorBackend` parses);
 * ``captures.json``: the HTCondor version, ``jobs`` (role -> job id), ``tags`` and, per capture, argv and exit status.
+
+``--usage`` records only ``bindings_usage.json`` (finished jobs' usage attributes) and ``usage.json``.
 """
 
 from __future__ import annotations
@@ -167,11 +169,46 @@ def record(version: str) -> None:
         Recorder(stack, version).record()
 
 
+# Usage records (``--usage``): written to their own file, so the captures above stay as they are.
+USAGE_SCRIPTS = {
+    "busy.sh": "x=$(head -c 40000000 /dev/zero | tr '\\0' a); i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; "
+               "sleep 7; echo ${#x}",
+    "ok.sh": "exit 0", "fail.sh": "exit 3",
+}
+
+
+def record_usage(version: str) -> None:
+    """``bindings_usage.json``: the history ads (:data:`core.STATUS_ATTRS` + :data:`core.USAGE_ATTRS`) of a busy, a
+    completed and a failed job, as :class:`~intercede.backends.htcondor.HTCondorBackend` reads them."""
+    with condor_stack(version) as stack:
+        rec = Recorder(stack, version)
+        for name, body in USAGE_SCRIPTS.items():
+            stack.check(["sh", "-c", f"printf '#!/bin/sh\\n%s\\n' \"$1\" >{HOME}/{name} && chmod 755 {HOME}/{name}",
+                         "sh", body], user="tester")
+        for role, script in (("busy", "busy.sh"), ("completed", "ok.sh"), ("failed", "fail.sh")):
+            rec.submit(role, script)
+        rec.wait("the jobs to end", lambda: all(rec.status(r) == "history:4" for r in ("busy", "completed", "failed")))
+        jobs = rec.jobs_of("busy", "completed", "failed")
+        constraint = core.id_constraint([i for j in jobs if (i := core.parse_job_id(j.native_id))])
+
+        async def history() -> list[dict[str, Any]]:
+            async with _Closing(CondorClient(stack.pool, token_file=stack.token())) as client:
+                ads: list[dict[str, Any]] = await client.call(
+                    "history", constraint=constraint, projection=[*core.STATUS_ATTRS, *core.USAGE_ATTRS], match=-1)
+                return ads
+
+        ads = sorted(asyncio.run(history()), key=lambda ad: (ad["ClusterId"], ad["ProcId"]))
+        (rec.out / "bindings_usage.json").write_text(json.dumps(ads, indent=1, sort_keys=True) + "\n")
+        meta = {"condor_version": stack.version, "jobs": rec.jobs, "scripts": USAGE_SCRIPTS}
+        (rec.out / "usage.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+
+
 def main(argv: list[str]) -> None:
     harness.engine()
-    versions = argv or list(CONDOR_VERSIONS)
+    usage = "--usage" in argv
+    versions = [a for a in argv if a != "--usage"] or list(CONDOR_VERSIONS)
     with ThreadPoolExecutor(len(versions)) as pool:
-        for version, _ in zip(versions, pool.map(record, versions), strict=True):
+        for version, _ in zip(versions, pool.map(record_usage if usage else record, versions), strict=True):
             print(f"[{version}] recorded under {HERE / version}", file=sys.stderr)
 
 

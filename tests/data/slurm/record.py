@@ -10,6 +10,7 @@ failure, refused at submit), and writes what each command printed under ``tests/
   exit status.
 
 Versions run in parallel; one takes about three minutes (a TIMEOUT needs the one-minute limit to pass).
+``--usage`` records only the usage fields (``sacct_usage.txt``, ``usage.json``), in under a minute.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from intercede.backends.schedulers.base import BatchJob, SubmitRequest
-from intercede.backends.schedulers.slurm import SlurmScheduler
+from intercede.backends.schedulers.slurm import SlurmScheduler, usage_argv
 from intercede.model import Resources
 from stacks.slurm_stack import SLURM_VERSIONS, SlurmStack, slurm_stack
 
@@ -157,10 +158,42 @@ def record(version: str) -> None:
         Recorder(stack, version).record()
 
 
+# Usage records (``--usage``): written to their own files, so the captures above stay as they are.
+USAGE_SCRIPTS = {
+    # ~40 MB held for longer than JobAcctGatherFrequency (5 s), so MaxRSS has a sample; some CPU time.
+    "busy.sh": "x=$(head -c 40000000 /dev/zero | tr '\\0' a); i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; "
+               "sleep 7; echo ${#x}",
+    "ok.sh": "exit 0", "fail.sh": "exit 3", "sleep.sh": "sleep 600",
+}
+
+
+def record_usage(version: str) -> None:
+    """``sacct_usage.txt`` (:meth:`SlurmScheduler.usage_argv` over a busy, a completed, a failed and a running job)
+    and ``usage.json`` (their ids and what each did)."""
+    with slurm_stack(version, min_job_age=600) as stack:
+        rec = Recorder(stack, version)
+        for name, body in USAGE_SCRIPTS.items():
+            stack.check(["sh", "-c", f"printf '#!/bin/sh\\n%s\\n' \"$1\" >{HOME}/{name} && chmod 755 {HOME}/{name} && "
+                         f"chown tester {HOME}/{name}", "sh", body])
+        for role, script in (("busy", "busy.sh"), ("completed", "ok.sh"), ("failed", "fail.sh"),
+                             ("running", "sleep.sh")):
+            rec.run(["mkdir", "-p", f"{HOME}/jobs/{role}"])
+            rec.submit(role, script)
+        rec.wait("the finished jobs", lambda: all(rec.state(r) in ("COMPLETED", "FAILED")
+                                                  for r in ("busy", "completed", "failed")), 120)
+        rec.wait("accounting of the finished jobs", lambda: rec.run(
+            ["sacct", "-n", "-X", "-P", f"--jobs={rec.jobs['busy']}", "--format=End"])[1].strip()[:2] == "20", 60)
+        rec.capture("sacct_usage", usage_argv(rec.jobs_of("busy", "completed", "failed", "running")))
+        meta = {"slurm_version": stack.version, "jobs": rec.jobs, "scripts": USAGE_SCRIPTS,
+                "captures": rec.captures}
+        (rec.out / "usage.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+
+
 def main(argv: list[str]) -> None:
-    versions = argv or list(SLURM_VERSIONS)
+    usage = "--usage" in argv
+    versions = [a for a in argv if a != "--usage"] or list(SLURM_VERSIONS)
     with ThreadPoolExecutor(len(versions)) as pool:
-        for version, _ in zip(versions, pool.map(record, versions), strict=True):
+        for version, _ in zip(versions, pool.map(record_usage if usage else record, versions), strict=True):
             print(f"[{version}] recorded under {HERE / version}", file=sys.stderr)
 
 

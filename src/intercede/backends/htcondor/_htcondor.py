@@ -34,7 +34,7 @@ from typing import Any
 
 from intercede.backends.schedulers.base import NativeStatus, SubmitRequest
 from intercede.errors import InvalidSpecError
-from intercede.model import JobSpec, JobState, JobStatus, Resources
+from intercede.model import JobSpec, JobState, JobStatus, Resources, Usage
 
 __all__ = [
     "ATTEMPT",
@@ -44,6 +44,7 @@ __all__ = [
     "STATES",
     "STATUS_ATTRS",
     "TAG",
+    "USAGE_ATTRS",
     "WORKDIR",
     "batch_description",
     "id_constraint",
@@ -56,6 +57,7 @@ __all__ = [
     "resource_commands",
     "spooled_description",
     "tag_constraint",
+    "usage",
 ]
 
 #: Custom job attributes intercede sets: the idempotency tag, the submitter's attempt id, the purge mark, the local
@@ -87,6 +89,10 @@ _WAITING_HOLDS = {15, 16}
 STATUS_ATTRS = ["ClusterId", "ProcId", "JobStatus", "ExitCode", "ExitBySignal", "ExitSignal", "HoldReason",
                 "HoldReasonCode", "HoldReasonSubCode", "RemoveReason", "QDate", "JobStartDate", "CompletionDate",
                 "EnteredCurrentStatus", TAG, PURGED, SANDBOX, WORKDIR]
+
+#: What :func:`usage` reads of a finished job (asked together with :data:`STATUS_ATTRS`).
+USAGE_ATTRS = ["RemoteWallClockTime", "RemoteUserCpu", "RemoteSysCpu", "MemoryUsage", "ResidentSetSize",
+               "LastRemoteHost", "RemoteHost", "JobStartDate", "JobCurrentStartDate", "CompletionDate"]
 
 _JOB_ID = re.compile(r"([0-9]{1,10})\.([0-9]{1,7})\Z")
 
@@ -257,12 +263,40 @@ def _time(value: Any) -> datetime | None:
     return datetime.fromtimestamp(seconds, UTC) if seconds else None
 
 
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0 else None
+
+
+def usage(ad: Mapping[str, Any]) -> Usage | None:
+    """What a finished job used, from its ad (:data:`USAGE_ATTRS`): RemoteWallClockTime, RemoteUserCpu +
+    RemoteSysCpu, the peak of MemoryUsage (MiB) or else ResidentSetSize (KiB), the execution slot (LastRemoteHost,
+    ``slot1@host``), JobStartDate and CompletionDate. None when the ad says nothing of it. Quirks: the history of
+    23.9 and 25.x hands MemoryUsage back as its expression (``((ResidentSetSize + 1023) / 1024)``), unevaluated, so
+    the peak then comes from ResidentSetSize; the CPU times are whole seconds. A completed job's queue ad can show
+    JobStatus 4 a moment before its CompletionDate and RemoteWallClockTime are set: without CompletionDate the
+    figures are not final, and this is None (a later poll gets them)."""
+    if not _int(ad.get("CompletionDate")):
+        return None
+    user, system = _number(ad.get("RemoteUserCpu")), _number(ad.get("RemoteSysCpu"))
+    memory = _number(ad.get("MemoryUsage"))
+    if memory is None and (rss := _number(ad.get("ResidentSetSize"))) is not None:
+        memory = rss / 1024
+    host = ad.get("LastRemoteHost") or ad.get("RemoteHost")
+    found = Usage(wall_seconds=_number(ad.get("RemoteWallClockTime")),
+                  cpu_seconds=None if user is None and system is None else (user or 0.0) + (system or 0.0),
+                  peak_memory_mb=memory, node=host if isinstance(host, str) and host else None,
+                  started_at=_time(ad.get("JobStartDate")), ended_at=_time(ad.get("CompletionDate")))
+    return None if found == Usage() else found
+
+
 def job_status(job_id: str, ad: Mapping[str, Any]) -> JobStatus:
-    """:func:`native_status` as a :class:`~intercede.model.JobStatus`, with submit, start and finish times."""
+    """:func:`native_status` as a :class:`~intercede.model.JobStatus`, with submit, start and finish times, and
+    the :func:`usage` of a finished job."""
     native = native_status(ad)
     return JobStatus(job_id=job_id, state=native.state, native_state=native.native_state,
                      exit_code=native.exit_code, reason=native.reason, submitted_at=_time(ad.get("QDate")),
-                     started_at=_time(ad.get("JobStartDate")), finished_at=_time(ad.get("CompletionDate")))
+                     started_at=_time(ad.get("JobStartDate")), finished_at=_time(ad.get("CompletionDate")),
+                     usage=usage(ad) if native.state.is_terminal else None)
 
 
 def missing_status(job_id: str, last: JobStatus | None, missing_for: float, grace: float) -> JobStatus:

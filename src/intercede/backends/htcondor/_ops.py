@@ -141,7 +141,7 @@ async def _submit_copy(client: CondorClient, spec: JobSpec, index: int, options:
 async def status(client: CondorClient, tracker: Tracker, job_ids: Sequence[str]) -> list[JobStatus]:
     """One status per id, in order: from the queue, else the history, else :func:`core.missing_status`."""
     parsed = {i: core.parse_job_id(i) for i in job_ids}
-    ads = await _ads(client, list({p for p in parsed.values() if p}), core.STATUS_ATTRS)
+    ads = await _ads(client, list({p for p in parsed.values() if p}), [*core.STATUS_ATTRS, *core.USAGE_ATTRS])
     out = []
     for job_id in job_ids:
         key = parsed[job_id]

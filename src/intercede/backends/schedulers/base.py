@@ -18,9 +18,9 @@ from typing import Protocol, runtime_checkable
 
 from intercede.backends.capabilities import LoadReport
 from intercede.backends.transports.base import CommandResult
-from intercede.model import JobState, Resources
+from intercede.model import JobState, Resources, Usage
 
-__all__ = ["BatchJob", "NativeStatus", "PurgingScheduler", "Scheduler", "SubmitRequest"]
+__all__ = ["BatchJob", "NativeStatus", "PurgingScheduler", "Scheduler", "SubmitRequest", "UsageScheduler"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,3 +104,18 @@ class PurgingScheduler(Protocol):
 
     def purge_argv(self, jobs: Sequence[BatchJob]) -> list[str]:
         """One command that ends every process left of ``jobs`` and then removes their working directories."""
+
+
+@runtime_checkable
+class UsageScheduler(Protocol):
+    """A scheduler that can say what finished jobs used (accounting): one command for many jobs, and its parser.
+
+    :class:`~intercede.backends.batch.BatchBackend` asks it once for the jobs a status poll finds terminal and attaches
+    the answer to their :class:`~intercede.model.JobStatus` (``usage``). A job the answer leaves out gets none.
+    """
+
+    def usage_argv(self, jobs: Sequence[BatchJob]) -> list[str]:
+        """One command reporting the usage of the finished jobs among ``jobs``."""
+
+    def parse_usage(self, result: CommandResult, jobs: Sequence[BatchJob]) -> dict[str, Usage]:
+        """Native id -> usage, for the finished jobs the command reported."""

@@ -42,13 +42,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from intercede.backends.capabilities import LoadReport
-from intercede.backends.jobscript import EXITCODE, TAGFILE
+from intercede.backends.jobscript import EXITCODE, TAGFILE, USAGE
 from intercede.backends.schedulers.base import BatchJob, NativeStatus, SubmitRequest
 from intercede.backends.transports.base import CommandResult
 from intercede.errors import CommandError
-from intercede.model import JobFile, JobState
+from intercede.model import JobFile, JobState, Usage
 
 __all__ = ["DirectScheduler"]
 
@@ -190,6 +191,41 @@ printf '%s %s\\n' "$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)" "$n"
 """
 
 
+# (directory, pid) pairs: each finished job's .usage on one line after its pid (jobs without one are left out).
+_USAGE = f"""
+while [ $# -ge 2 ]; do d=$1; p=$2; shift 2
+  [ -f "$d/{USAGE}" ] || continue
+  l=$p; while IFS= read -r x; do l="$l $x"; done <"$d/{USAGE}" 2>/dev/null
+  printf '%s\\n' "$l"
+done
+exit 0
+"""
+_TIMES = re.compile(r"([0-9]+)m([0-9]+(?:[.,][0-9]+)?)s\Z")
+
+
+def _times_seconds(word: str) -> float | None:
+    match = _TIMES.match(word)
+    return int(match[1]) * 60 + float(match[2].replace(",", ".")) if match else None
+
+
+def parse_usage_line(line: str) -> tuple[str, Usage] | None:
+    """``<pid> start=<epoch> end=<epoch> node=<name> <self user> <self sys> <children user> <children sys>`` (the
+    job script's ``.usage`` on one line) -> (pid, usage); None for a line without an end (the job is still writing
+    it). CPU time is the children's user + system time (the payload's); peak memory is not known to a shell."""
+    words = line.split()
+    if not words:
+        return None
+    fields = dict(w.split("=", 1) for w in words[1:] if "=" in w)
+    times = [t for w in words[1:] if "=" not in w and (t := _times_seconds(w)) is not None]
+    try:
+        start, end = int(fields["start"]), int(fields["end"])
+    except (KeyError, ValueError):
+        return None
+    cpu = sum(times[2:4]) if len(times) >= 4 else None
+    return words[0], Usage(wall_seconds=float(max(0, end - start)), cpu_seconds=cpu, node=fields.get("node") or None,
+                           started_at=datetime.fromtimestamp(start, UTC), ended_at=datetime.fromtimestamp(end, UTC))
+
+
 def _signalable(job: BatchJob) -> bool:
     """Whether ``job``'s native id can be a pid at all (anything else never reaches a command line)."""
     return bool(_NATIVE.match(job.native_id))
@@ -242,6 +278,15 @@ class DirectScheduler:
 
     def parse_history(self, result: CommandResult, jobs: Sequence[BatchJob]) -> dict[str, NativeStatus]:
         return {}
+
+    def usage_argv(self, jobs: Sequence[BatchJob]) -> list[str]:
+        """Each finished job's ``.usage`` (written by the job script), one line per job."""
+        return ["sh", "-c", _USAGE, "sh", *_pairs(jobs)]
+
+    def parse_usage(self, result: CommandResult, jobs: Sequence[BatchJob]) -> dict[str, Usage]:
+        """Pid -> usage (see :func:`parse_usage_line`)."""
+        result.check()
+        return dict(parsed for line in result.text.splitlines() if (parsed := parse_usage_line(line)) is not None)
 
     def cancel_argv(self, jobs: Sequence[BatchJob]) -> list[str]:
         return ["sh", "-c", _CANCEL, "sh", _KILLER, str(self.kill_grace), *_pairs(jobs)]

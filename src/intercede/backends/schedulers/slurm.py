@@ -33,12 +33,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from intercede.backends.capabilities import LoadReport
 from intercede.backends.schedulers.base import BatchJob, NativeStatus, SubmitRequest
 from intercede.backends.transports.base import CommandResult
 from intercede.errors import CommandError, ConnectivityError, InvalidSpecError
-from intercede.model import JobState
+from intercede.model import JobState, Usage
 
 __all__ = ["STATES", "SlurmScheduler"]
 
@@ -298,6 +299,14 @@ class SlurmScheduler:
         return {tag: list(jobs.values()) for tag, jobs in found.items()}
 
     # -- load ---------------------------------------------------------------------------------------------------------
+    def usage_argv(self, jobs: Sequence[BatchJob]) -> list[str]:
+        """See :func:`usage_argv`."""
+        return usage_argv(jobs)
+
+    def parse_usage(self, result: CommandResult, jobs: Sequence[BatchJob]) -> dict[str, Usage]:
+        """See :func:`parse_usage`."""
+        return parse_usage(result, jobs)
+
     def load_argv(self) -> list[str] | None:
         """One ``sh -c`` of sinfo (cores) and squeue (our jobs' states), the partition passed as ``$1``."""
         return ["sh", "-c", _LOAD_SCRIPT, "sh", *([self.partition] if self.partition else [])]
@@ -313,6 +322,85 @@ class SlurmScheduler:
         states = [STATES.get(line.strip(), JobState.UNKNOWN) for line in lines[1:]]
         return LoadReport(total_cores=int(cpus[3]), free_cores=int(cpus[1]),
                           running=states.count(JobState.RUNNING), queued=states.count(JobState.WAITING))
+
+
+# -- usage (accounting of finished jobs) -------------------------------------------------------------------------------
+
+# One line per allocation and per step (MaxRSS is measured per step; the allocation's line has it empty). NodeList
+# and the times hold no '|'.
+_SACCT_USAGE = "JobID,ElapsedRaw,TotalCPU,MaxRSS,NodeList,Start,End"
+_STEP = re.compile(r"([1-9][0-9]*)(?:\.[A-Za-z0-9_+-]+)?\Z")  # "12", "12.batch", "12.extern", "12.0"
+_RSS_UNITS = {"": 1 / 1024, "K": 1 / 1024, "M": 1.0, "G": 1024.0, "T": 1024.0**2}  # -> MiB (bare number: bytes)
+
+
+def usage_argv(jobs: Sequence[BatchJob]) -> list[str]:
+    """One ``sacct`` over the jobs and their steps, with the usage fields (:data:`_SACCT_USAGE`)."""
+    return ["sacct", "--noheader", "--parsable2", f"--jobs={','.join(_ids(jobs))}", f"--format={_SACCT_USAGE}"]
+
+
+def _cpu_seconds(text: str) -> float | None:
+    """sacct's TotalCPU: ``[D-][HH:]MM:SS[.mmm]``."""
+    text = text.strip()
+    if not text:
+        return None
+    days, _, rest = text.rpartition("-")
+    parts = rest.split(":")
+    try:
+        values = [float(p) for p in parts]
+        seconds: float = 0.0
+        for i, v in enumerate(reversed(values)):
+            seconds += v * 60.0**i
+        return seconds + (int(days) * 86400 if days else 0)
+    except ValueError:
+        return None
+
+
+def _rss_mb(text: str) -> float | None:
+    """sacct's MaxRSS (``1234K``, ``12M``, a bare number of bytes) in MiB; None when not measured."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([KMGT]?)", text.strip())
+    return float(match[1]) * _RSS_UNITS[str(match[2])] if match else None
+
+
+def _when(text: str) -> datetime | None:
+    """sacct's Start/End (``2026-12-01T13:00:00``, the cluster's local time, taken as UTC; ``Unknown``/``None``
+    when not reached)."""
+    try:
+        return datetime.fromisoformat(text.strip()).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def parse_usage(result: CommandResult, jobs: Sequence[BatchJob]) -> dict[str, Usage]:
+    """Id -> usage of the finished ones among ``jobs``: ElapsedRaw (wall seconds), TotalCPU (user + system over
+    every step), the largest step MaxRSS, NodeList, Start and End. A job still running is left out (its End is
+    ``Unknown``): its figures are not final. Raises CommandError for a failed query or a line not in the format."""
+    if not result.ok:
+        raise _fail(result, "accounting (usage) query failed")
+    wanted = {j.native_id for j in jobs}
+    allocations: dict[str, list[str]] = {}
+    peak: dict[str, float] = {}
+    for line in _lines(result):
+        parts = [p.strip() for p in line.split("|")]
+        match = _STEP.match(parts[0]) if len(parts) == 7 else None
+        if match is None:
+            raise _fail(result, f"unexpected usage line {line[:200]!r}")
+        job_id = match[1]
+        if job_id not in wanted:
+            continue
+        if parts[0] == job_id:
+            allocations[job_id] = parts
+        if (rss := _rss_mb(parts[3])) is not None:
+            peak[job_id] = max(peak.get(job_id, 0.0), rss)
+    found: dict[str, Usage] = {}
+    for job_id, (_, elapsed, cpu, _, nodes, start, end) in allocations.items():
+        ended = _when(end)
+        if ended is None:
+            continue
+        found[job_id] = Usage(wall_seconds=float(elapsed) if elapsed.isdigit() else None,
+                              cpu_seconds=_cpu_seconds(cpu), peak_memory_mb=peak.get(job_id),
+                              node=nodes if nodes not in ("", "None assigned") else None,
+                              started_at=_when(start), ended_at=ended)
+    return found
 
 
 def _filename(path: str) -> str:
