@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from intercede.errors import InvalidSpecError, JournalError
 from intercede.model import Copy, JobState, JobStatus, ManifestEntry, OutputManifest, Usage
 from intercede.reconcile import Desired, JournalStore, Observation, Phase, Progress
+from intercede.reconcile.journal_rows import SCHEMA_VERSION
 from tests.journal.conftest import SPEC, Store
 
 pytestmark = pytest.mark.journal
@@ -231,5 +232,7 @@ def test_a_journal_from_a_newer_intercede_is_refused(store: Store) -> None:
         store.execute("UPDATE journal_meta SET schema_version = 99")
     with pytest.raises(JournalError, match="upgrade intercede"):
         store.open()
-    store.execute("PRAGMA user_version = 2" if store.kind == "sqlite" else "UPDATE journal_meta SET schema_version = 2")
+    version = SCHEMA_VERSION
+    store.execute(f"PRAGMA user_version = {version}" if store.kind == "sqlite"
+                  else f"UPDATE journal_meta SET schema_version = {version}")
     store.open().close()  # the refused open left no lock behind
