@@ -5,6 +5,11 @@ release, waits until the REST interface answers over verified TLS, and yields an
 (``url``), the exported test CA (``ca_file``), the user proxy (``proxy_file``), tokens from the stack's own issuer
 (:meth:`ARCStack.token`), and handles for tests (``exec``, ``arex_stop``/``arex_start``).
 
+``lrms`` picks what A-REX submits into: ``fork`` (stacks/arc), or a real batch system in the same container,
+``slurm`` (stacks/arc_slurm: slurmctld + slurmd) or ``condor`` (stacks/arc_htcondor: a minicondor pool). Those two
+are built as one layer on the release's content-tagged stacks/arc image (only the batch system's packages are added),
+and tagged by the digest of their folder and that base tag, so editing either rebuilds them.
+
 Networking: the container is on the engine's bridge network and clients reach it at its own address on 8443 (its host
 certificate names that address), so the three releases run side by side on their standard port.
 
@@ -16,9 +21,11 @@ Nothing here skips: when the engine, the image or the stack cannot be had, the c
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import shutil
 import ssl
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -36,6 +43,12 @@ __all__ = ["ARC_VERSIONS", "ARCStack", "ExecResult", "arc_stack", "start"]
 
 #: ARC release -> the Debian suite whose ``nordugrid-arc-arex`` package is that release.
 ARC_VERSIONS = {"6.17": "bookworm", "7.0": "trixie", "7.2": "sid"}
+#: LRMS -> the stacks folder layered on stacks/arc for it (fork: stacks/arc itself)
+LRMS_FOLDERS = {"fork": "arc", "slurm": "arc_slurm", "condor": "arc_htcondor"}
+#: LRMS -> capabilities its container needs. A-REX's slurm scripts submit with ``--get-user-env``, for which slurmd
+#: (24.11) clones into a new mount namespace: without CAP_SYS_ADMIN slurmd dies with "fatal: clone: Operation not
+#: permitted" at the first job.
+LRMS_CAPS = {"slurm": ["SYS_ADMIN"]}
 PORT = 8443
 
 
@@ -54,6 +67,7 @@ class ARCStack:
     host: str
     suite: str
     release: str
+    lrms: str = "fork"
     version: str = ""  # the package version, e.g. "7.0.0"
     build_seconds: float = 0.0
     started_in: float = 0.0
@@ -150,16 +164,32 @@ def _export(stack: ARCStack) -> bool:
     return True
 
 
-def start(release: str = "7.0", *, timeout: float = 120.0) -> ARCStack:
-    """Start one A-REX of ``release``; the caller must :meth:`ARCStack.stop` it."""
+def _image(suite: str, lrms: str) -> str:
+    """The image of stacks/arc on ``suite``, with the ``lrms`` layer on top unless it is fork (built once, cached)."""
+    base = harness.image("arc", suite)
+    folder = LRMS_FOLDERS[lrms]
+    if folder == "arc":
+        return base
+    cli = harness.engine()
+    digest = hashlib.sha256(f"{base}\0{harness._digest(harness.STACKS / folder)}".encode()).hexdigest()[:12]
+    tag = f"localhost/intercede-{folder.replace('_', '-')}:{suite}-{digest}"
+    if subprocess.run([cli, "image", "inspect", tag], capture_output=True).returncode != 0:
+        print(f"[stacks] building {tag} on {base} (once; cached afterwards)", file=sys.stderr, flush=True)
+        subprocess.run([cli, "build", "--build-arg", f"BASE={base}", "-t", tag, str(harness.STACKS / folder)],
+                       check=True, stdout=sys.stderr)
+    return tag
+
+
+def start(release: str = "7.0", *, lrms: str = "fork", timeout: float = 120.0) -> ARCStack:
+    """Start one A-REX of ``release`` submitting into ``lrms``; the caller must :meth:`ARCStack.stop` it."""
     suite = ARC_VERSIONS[release]
     t0 = time.monotonic()
-    image = harness.image("arc", suite)
+    image = _image(suite, lrms)
     built = time.monotonic() - t0
-    container = DockerContainer(image, init=True)
+    container = DockerContainer(image, init=True, cap_add=LRMS_CAPS.get(lrms, []))
     t1 = time.monotonic()
     container.start()
-    stack = ARCStack(container, "", suite, release, build_seconds=built if built > 5 else 0.0)
+    stack = ARCStack(container, "", suite, release, lrms, build_seconds=built if built > 5 else 0.0)
     try:
         stack.host = harness.container_address(container)
         harness.wait_for(lambda: _export(stack), f"ARC {release}: credentials exported", timeout)
@@ -174,22 +204,22 @@ def start(release: str = "7.0", *, timeout: float = 120.0) -> ARCStack:
     if not stack.version.startswith(release + "."):
         stack.stop()
         raise RuntimeError(f"{suite} packages ARC {stack.version}, not {release}: update ARC_VERSIONS")
-    print(f"[stacks] ARC {stack.version} at {stack.url}: build {stack.build_seconds:.1f} s, "
+    print(f"[stacks] ARC {stack.version} ({lrms}) at {stack.url}: build {stack.build_seconds:.1f} s, "
           f"start {stack.started_in:.1f} s", file=sys.stderr)
     return stack
 
 
 @contextlib.contextmanager
-def arc_stack(release: str = "7.0", *, timeout: float = 120.0) -> Iterator[ARCStack]:
-    """An A-REX of ``release``; stopped on exit."""
-    stack = start(release, timeout=timeout)
+def arc_stack(release: str = "7.0", *, lrms: str = "fork", timeout: float = 120.0) -> Iterator[ARCStack]:
+    """An A-REX of ``release`` submitting into ``lrms``; stopped on exit."""
+    stack = start(release, lrms=lrms, timeout=timeout)
     try:
         yield stack
     finally:
         stack.stop()
 
 
-if __name__ == "__main__":  # pragma: no cover - manual smoke test: python -m stacks.arc_stack [6.17|7.0|7.2]
+if __name__ == "__main__":  # pragma: no cover - manual: python -m stacks.arc_stack [6.17|7.0|7.2] [fork|slurm|condor]
     harness.engine()
-    with arc_stack(sys.argv[1] if len(sys.argv) > 1 else "7.0") as s:
+    with arc_stack(sys.argv[1] if len(sys.argv) > 1 else "7.0", lrms=sys.argv[2] if len(sys.argv) > 2 else "fork") as s:
         print(s.url, s.version, f"build {s.build_seconds:.1f} s, up in {s.started_in:.1f} s")

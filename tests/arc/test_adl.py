@@ -6,6 +6,8 @@ import xml.etree.ElementTree as ET
 from datetime import timedelta
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from intercede.backends.arc import _adl
 from intercede.model import Copy, InputFile, JobSpec, OutputFile, Resources
 
@@ -56,3 +58,22 @@ def test_what_arc_cannot_express_is_refused_with_a_reason() -> None:
     assert "container" in (_adl.refusal(JobSpec(executable="x", container="docker://a")) or "")
     assert "GPU" in (_adl.refusal(JobSpec(executable="x", resources=Resources(gpus=1))) or "")
     assert _adl.refusal(JobSpec(executable="x")) is None
+
+
+def test_untagged_copies_share_one_description_their_differences_only_in_uploaded_files() -> None:
+    spec = JobSpec(executable="/bin/echo", arguments=["x"],
+                   copies=[Copy(variables={"N": str(i)}, secrets={"K": SecretStr(f"v{i}")}) for i in range(3)])
+    plans = _adl.plans(spec)
+    one = _adl.shared(plans)
+    assert one is not None and "v0" not in one and ">N<" not in one
+    assert [p.uploads[".secrets/K"] for p in plans] == [b"v0", b"v1", b"v2"]
+    assert [b"N=%d" % i in p.uploads[_adl.LAUNCHER] for i, p in enumerate(plans)] == [True] * 3
+
+
+def test_tagged_or_single_copies_share_no_description() -> None:
+    tagged = JobSpec(executable="/bin/true", copies=[Copy(), Copy()], tag="t")
+    assert _adl.shared(_adl.plans(tagged)) is None  # each copy's Name is its own tag
+    assert _adl.shared(_adl.plans(JobSpec(executable="/bin/true"))) is None
+    plain = JobSpec(executable="/bin/true", copies=[Copy(), Copy()])
+    assert _adl.shared(_adl.plans(plain)) == _adl.plans(plain)[0].xml
+    assert _adl.LAUNCHER not in _adl.plans(plain)[0].uploads  # identical plain copies need no launcher

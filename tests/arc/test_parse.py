@@ -98,3 +98,16 @@ def test_hostile_names_in_a_listing_are_refused_per_entry() -> None:
     assert set(got.refused) == {"../../etc/passwd", "/etc/shadow", "a/b", "..", ".", "", "x\0y"}
     assert _parse.file_name("\u00e9") == "\u00e9"  # not UTF-8 as bytes: kept as it came
     assert _parse.rest_state(["nordugrid:FAILED::INLRMS", "file:inlrms"]) == "FAILED"
+
+
+def test_an_instances_answer_gives_each_copy_a_job_or_the_refusal() -> None:
+    # the shape A-REX 7.2 answers POST jobs?action=new&instances=N with (recorded by hand from the stack)
+    made = {"job": [{"status-code": "201", "reason": "Created", "id": f"cbafb590cb1{i}", "state": "ACCEPTING"}
+                    for i in range(2)]}
+    entries = _parse.instances(made, 3)
+    assert [e.job_id for e in entries[:2]] == ["cbafb590cb10", "cbafb590cb11"]
+    assert not entries[2].ok and "no more jobs allowed" in entries[2].reason.lower()
+    refused = {"job": [{"status-code": "500", "reason": "Requested queue x is not allowed for this user"}]}
+    assert [e.reason for e in _parse.instances(refused, 2)] == ["Requested queue x is not allowed for this user"] * 2
+    with pytest.raises(ValueError, match="entries for 1 instances"):
+        _parse.instances(made, 1)

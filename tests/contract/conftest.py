@@ -25,7 +25,7 @@ from stacks.slurm_stack import start as start_slurm
 from stacks.ssh_stack import SSHStack, start_sshd
 from tests.contract.cases import Case, slurm_refused
 from tests.contract.cases_arc import CASES as ARC_CASES
-from tests.contract.cases_arc import arc_6_17, arc_7_0, arc_7_2  # noqa: F401
+from tests.contract.cases_arc import arc_6_17, arc_7_0, arc_7_2, arc_htcondor, arc_slurm  # noqa: F401
 from tests.contract.cases_htcondor import CASES as HTCONDOR_CASES
 from tests.contract.cases_htcondor import condor_23_9, condor_25, condor_ce_23_9, condor_ce_25  # noqa: F401
 

@@ -12,6 +12,10 @@ files 0600, and the launcher makes sure of it) and their path is exported as ``<
 in the description.
 
 stdout, stderr and every declared output are listed as output files: A-REX keeps only those in the session directory.
+
+:func:`plans` makes every copy's plan; untagged copies that differ only by their variables or secrets are all sent
+through the launcher, so they share one description and can be made with one REST 1.1 ``instances=N`` request
+(:func:`shared`). Tagged copies differ by their ``Name`` (the tag is what finds them again), so they cannot.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 
 from intercede.model import JobSpec
 
-__all__ = ["ADL", "LAUNCHER", "Plan", "description", "plan", "refusal"]
+__all__ = ["ADL", "LAUNCHER", "Plan", "bundle", "description", "plan", "plans", "refusal", "shared"]
 
 ADL = "http://www.eu-emi.eu/es/2010/12/adl"
 LAUNCHER = ".intercede/launch.sh"
@@ -127,19 +131,35 @@ def description(spec: JobSpec, name: str | None, argv: list[str], env: dict[str,
     return ET.tostring(root, encoding="unicode")
 
 
-def plan(spec: JobSpec, index: int) -> Plan:
-    """The description and uploads of copy ``index`` of ``spec``."""
+def plan(spec: JobSpec, index: int, *, launch: bool = False) -> Plan:
+    """The description and uploads of copy ``index`` of ``spec`` (``launch``: through the launcher even when every
+    string is plain)."""
     copy = spec.copies[index]
     variables = {**spec.environment, **copy.variables}
     files = {f.name: str(f.source) for f in spec.input_files}
     uploads: dict[str, bytes] = {f"{SECRETS}/{k}": v.get_secret_value().encode() for k, v in copy.secrets.items()}
-    if not copy.secrets and _plain(spec, variables):
+    if not launch and not copy.secrets and _plain(spec, variables):
         argv, env = [spec.executable, *spec.arguments], variables
     else:
         uploads[LAUNCHER] = launcher(spec, variables, list(copy.secrets)).encode()
         argv, env = ["/bin/sh", LAUNCHER], {}
     xml = description(spec, spec.copy_tag(index), argv, env, [*files, *uploads])
     return Plan(xml, uploads, files)
+
+
+def plans(spec: JobSpec) -> list[Plan]:
+    """The plans of every copy of ``spec``: untagged copies whose descriptions would differ go through the launcher
+    (each copy's variables and secrets then live only in its own uploaded files), so that they share one
+    description."""
+    made = [plan(spec, i) for i in range(len(spec.copies))]
+    if spec.tag is None and len(made) > 1 and len({p.xml for p in made}) > 1:
+        made = [plan(spec, i, launch=True) for i in range(len(spec.copies))]
+    return made
+
+
+def shared(made: list[Plan]) -> str | None:
+    """The one description every plan has, when there are several plans and they all have the same; else None."""
+    return made[0].xml if len(made) > 1 and len({p.xml for p in made}) == 1 else None
 
 
 def bundle(descriptions: list[str]) -> str:

@@ -3,6 +3,7 @@
 * :func:`versions` — ``GET /arex/rest``; :func:`pick_version` chooses the newest one this client speaks.
 * :func:`bulk` — the per-job entries of a bulk ``POST /jobs?action=...`` answer, keyed by id (never by position).
 * :func:`submitted` — the per-description entries of ``POST /jobs?action=new``, which carry no key but their order.
+* :func:`instances` — the entries of a REST 1.1 ``instances=N`` submit (A-REX may make fewer than asked).
 * :func:`activity` — one ``info`` entry -> :class:`Activity` (REST state, exit code, error, name).
 * :func:`job_status` — an :class:`Activity` -> :class:`~intercede.model.JobStatus` (the state map, docs/arc.md).
 * :func:`listing` — a session directory listing, hostile names refused per entry.
@@ -18,8 +19,22 @@ from typing import Any
 from intercede.backends.capabilities import LoadReport
 from intercede.model import JobState, JobStatus
 
-__all__ = ["SUPPORTED", "Activity", "Entry", "Listing", "activity", "bulk", "job_status", "listing", "load",
-           "pick_version", "rest_state", "submitted", "versions"]
+__all__ = [
+    "SUPPORTED",
+    "Activity",
+    "Entry",
+    "Listing",
+    "activity",
+    "bulk",
+    "instances",
+    "job_status",
+    "listing",
+    "load",
+    "pick_version",
+    "rest_state",
+    "submitted",
+    "versions",
+]
 
 #: REST versions this client speaks, oldest first.
 SUPPORTED = ("1.0", "1.1")
@@ -98,6 +113,23 @@ def submitted(doc: Mapping[str, Any], expected: int) -> list[Entry]:
     if len(entries) != expected:
         raise ValueError(f"A-REX answered {len(entries)} entries for {expected} job descriptions")
     return entries
+
+
+def instances(doc: Mapping[str, Any], asked: int) -> list[Entry]:
+    """One entry per copy asked of an ``instances=N`` submit of one description.
+
+    A-REX makes between 1 and N jobs (fewer when its total job limit would be passed) and answers one 201 entry per
+    job made, or one failure entry when it made none. The copies are identical, so they are given the jobs in the
+    order answered; the copies left over get the failure (or, after a partial success, a temporary refusal naming
+    the limit). More entries than asked raises ``ValueError``."""
+    entries = [_entry(raw) for raw in _entries(doc)]
+    made = [e for e in entries if e.ok and e.job_id]
+    if len(entries) > asked or len(made) > asked:
+        raise ValueError(f"A-REX answered {len(entries)} entries for {asked} instances")
+    failed = next((e for e in entries if not e.ok), None)
+    if failed is None:
+        failed = Entry(500, f"No more jobs allowed: A-REX made {len(made)} of {asked} instances", None)
+    return made + [failed] * (asked - len(made))
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,12 @@
 Capabilities: JobBackend, Cancellable, OutputRetriever (non-destructive until purge), Purgeable, LoadReporter,
 Diagnosable, Taggable. Job ids are A-REX's own ids (one backend per CE).
 
-* submit — one ``POST /jobs?action=new`` per chunk of copies (an ``ActivityDescriptions`` bundle), per-copy answers;
-  then each created job's client-pushed inputs (input files, secrets, the launcher) are uploaded; A-REX holds the job
-  in PREPARING until they are there. A submit is never re-sent: a connection lost mid-submit raises
-  :class:`ConnectivityError` and the reconciler finds the job by its tag (the ADL ``Name``).
+* submit — one ``POST /jobs?action=new`` per chunk of copies (an ``ActivityDescriptions`` bundle), per-copy answers,
+  or, for copies that share one description (untagged, differing only by their uploaded variables and secrets), one
+  REST 1.1 ``instances=N`` request; then each created job's client-pushed inputs (input files, secrets, the
+  launcher) are uploaded; A-REX holds the job in PREPARING until they are there. A submit is never re-sent: a
+  connection lost mid-submit raises :class:`ConnectivityError` and the reconciler finds the job by its tag (the ADL
+  ``Name``).
 * status — ``POST /jobs?action=info`` per chunk: the REST state, exit code and error in one round trip, matched by id.
   A 404 means A-REX has no record: the last state seen (SUBMITTED if none) for ``grace`` seconds, then UNKNOWN.
 * fetch — the session directory is listed down to every wanted file, hostile names refused per entry, sizes read
@@ -22,7 +24,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from types import TracebackType
@@ -85,7 +87,7 @@ class ARCBackend:
                  ca_dir: Path | None = None, proxy_file: Path | None = None, token_file: Path | None = None,
                  queue: str | None = None, grace: float = 120.0, timeout: float = 60.0,
                  connect_timeout: float = 10.0, purge_wait: float = 60.0, uploads: int = 8,
-                 delegate: bool = True) -> None:
+                 delegate: bool = True, instances: bool = True) -> None:
         self.name = name or f"arc-{endpoint}"
         self.rest = RestClient(endpoint, ca_file=ca_file, ca_dir=ca_dir, proxy_file=proxy_file,
                                token_file=token_file, timeout=timeout, connect_timeout=connect_timeout,
@@ -98,6 +100,8 @@ class ARCBackend:
         self._missing_since: dict[str, float] = {}
         self._purged: set[str] = set()
         self.delegate = delegate and proxy_file is not None
+        #: identical copies made with one REST 1.1 ``instances=N`` request (False: always one description per copy)
+        self.instances = instances
         self._delegation: tuple[str, datetime] | None = None  # (id at the CE, when it expires)
         self._delegating = asyncio.Lock()
         self._delegation_checked = 0.0
@@ -128,34 +132,43 @@ class ARCBackend:
         if why is not None:
             return SubmitResult(submissions=[Submission(copy_index=i, tag=spec.copy_tag(i), error=why)
                                              for i in range(n)])
-        plans = [_adl.plan(spec, i) for i in range(n)]
+        plans = _adl.plans(spec)
         params = {"action": "new"}
         delegation = await self.delegation()
+        await self.rest.negotiate()
         if delegation is not None and self.rest.version != "1.0":  # REST 1.0 has no way to name it per request
             params["delegation_id"] = delegation
-        entries: list[_parse.Entry] = []
-        for chunk in _chunks(range(n), _SUBMIT_CHUNK):
-            body = _adl.bundle([plans[i].xml for i in chunk])
-            answer = await self.rest.call("POST", "jobs", params=params, content=body.encode(),
-                                          headers={"Content-Type": "application/xml"}, creates=True,
-                                          expect_ok=False)
-            if answer.status_code not in (200, 201, 202):
-                # the whole bundle refused before any job was made (a malformed bundle, the CE's own limit)
-                text = answer.reason_phrase or answer.text[:200]
-                entries += [_parse.Entry(answer.status_code, text, None) for _ in chunk]
-                continue
-            try:
-                entries += _parse.submitted(answer.json(), len(chunk))
-            except ValueError as exc:
-                raise ConnectivityError(f"{self.name}: {exc}; the jobs may have been created: find them by "
-                                        "their tags") from None
+        one = _adl.shared(plans) if self.instances and self.rest.version != "1.0" else None
+        if one is not None:  # identical copies: one description, REST 1.1 makes the N jobs
+            entries = await self._create(one, n, params | {"instances": str(n)}, _parse.instances)
+        else:
+            entries = []
+            for chunk in _chunks(range(n), _SUBMIT_CHUNK):
+                entries += await self._create(_adl.bundle([plans[i].xml for i in chunk]), len(chunk), params,
+                                              _parse.submitted)
         subs = await asyncio.gather(*(self._after_create(spec, i, plans[i], e) for i, e in enumerate(entries)))
         return SubmitResult(submissions=list(subs))
+
+    async def _create(self, body: str, count: int, params: dict[str, str],
+                      parse: Callable[[Mapping[str, Any], int], list[_parse.Entry]]) -> list[_parse.Entry]:
+        """One ``POST /jobs?action=new`` for ``count`` copies; one entry per copy, in order."""
+        answer = await self.rest.call("POST", "jobs", params=params, content=body.encode(),
+                                      headers={"Content-Type": "application/xml"}, creates=True, expect_ok=False)
+        if answer.status_code not in (200, 201, 202):
+            # refused before any job was made (a malformed request, the CE's own limit: "No more jobs allowed")
+            text = answer.reason_phrase or answer.text[:200]
+            return [_parse.Entry(answer.status_code, text, None) for _ in range(count)]
+        try:
+            return parse(answer.json(), count)
+        except ValueError as exc:
+            raise ConnectivityError(f"{self.name}: {exc}; the jobs may have been created: find them by "
+                                    "their tags") from None
 
     async def _after_create(self, spec: JobSpec, index: int, plan: _adl.Plan, entry: _parse.Entry) -> Submission:
         tag = spec.copy_tag(index)
         if not entry.ok or entry.job_id is None:
-            temporary = entry.code in (0, 503) or "no more jobs" in entry.reason.lower()
+            why = entry.reason.lower()  # the CE's job limit ("No more jobs allowed", "... exceeds allowed limit")
+            temporary = entry.code in (0, 503) or "no more jobs" in why or "allowed limit" in why
             return Submission(copy_index=index, tag=tag, error=f"A-REX refused the job: {entry.reason} "
                               f"({entry.code})", temporary=temporary)
         job_id = entry.job_id
