@@ -109,7 +109,7 @@ def test_a_copy_tag_is_searched_under_its_array_name_and_found_with_its_director
     assert array_names("plain", 1000) == [] and array_names("t.x", 1000) == []
     slurm = SlurmScheduler()
     names = next(a for a in slurm.find_argvs(["t.2", "one"])[0] if a.startswith("--name="))
-    assert names == "--name=t.2,t.*,one"
+    assert names == "--name=t.2,one,t.*"
     queue = CommandResult((), 0, b"41_2|t.*|/r/0123456789abffff\n50|one|/r/fedcba9876543210\n41_1|t.*|/r/0123456789abffff\n",
                           b"", 0.1)
     history = CommandResult((), 0, b"60_5|t.*1000|/r/aaaaaaaaaaaaffff\n", b"", 0.1)
@@ -149,7 +149,7 @@ def test_an_htcondor_cluster_queues_every_copy_with_its_own_directory_and_tag() 
 def test_per_proc_item_data_carries_only_what_differs() -> None:
     descs = [{"universe": "vanilla", "initialdir": f"/s/{i}", "MY.IntercedeTag": f'"t.{i}"'} for i in range(3)]
     common, items = core.per_proc(descs)
-    assert common == {"universe": "vanilla", "initialdir": "$(intercede_0)", "MY.IntercedeTag": "$(intercede_1)"}
-    assert items[2] == {"intercede_0": "/s/2", "intercede_1": '"t.2"'}
+    assert common == {"universe": "vanilla", "initialdir": "$(intercede_a)", "MY.IntercedeTag": "$(intercede_b)"}
+    assert items[2] == {"intercede_a": "/s/2", "intercede_b": '"t.2"'}
     with pytest.raises(InvalidSpecError):
         core.per_proc([{"a": "$(x)"}, {"a": "y"}])

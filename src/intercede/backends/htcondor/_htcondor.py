@@ -222,13 +222,14 @@ def bulk_batch_description(request: BulkRequest) -> dict[str, str]:
 
 def per_proc(descriptions: Sequence[Mapping[str, str]]) -> tuple[dict[str, str], list[dict[str, str]]]:
     """One cluster's description from the descriptions of its procs: the commands they share as they are, every
-    command whose value differs as the macro ``$(intercede_<n>)``, and per proc the item data (macro -> value) for
+    command whose value differs as the macro ``$(intercede_<letters>)``, and per proc the item data (macro -> value) for
     ``queue ... from``. Every description must have the same commands."""
     keys = list(descriptions[0])
     if any(list(d) != keys for d in descriptions):
         raise InvalidSpecError("the copies' submit descriptions differ in their commands: cannot be one cluster")
     varying = [k for k in keys if len({d[k] for d in descriptions}) > 1]
-    macros = {k: f"intercede_{n}" for n, k in enumerate(varying)}
+    # Letters only: the submit parser takes a name such as ``intercede_0`` in ``queue ... from`` for a count.
+    macros = {k: "intercede_" + "".join(chr(97 + int(d)) for d in str(n)) for n, k in enumerate(varying)}
     common = {k: (f"$({macros[k]})" if k in macros else v) for k, v in descriptions[0].items()}
     items = [{macros[k]: d[k] for k in varying} for d in descriptions]
     for item in items:

@@ -266,8 +266,8 @@ class SlurmScheduler:
     # -- status and history -------------------------------------------------------------------------------------------
     def status_argv(self, jobs: Sequence[BatchJob]) -> list[str]:
         """One ``squeue`` for every id, finished ones included (``--states=all``) while Slurm still keeps them."""
-        return ["squeue", "--noheader", "--states=all", "--array", f"--jobs={','.join(_query_ids(jobs))}",
-                f"--format={_SQUEUE_STATUS}"]
+        return ["squeue", "--noheader", "--states=all", f"--jobs={','.join(_query_ids(jobs))}",
+                f"--format={_SQUEUE_STATUS}", "--array"]
 
     def parse_status(self, result: CommandResult, jobs: Sequence[BatchJob]) -> dict[str, NativeStatus]:
         """Id -> status for the ids the queue knows. squeue gives no exit code (None, or 0 for COMPLETED).
@@ -329,9 +329,9 @@ class SlurmScheduler:
         for tag in tags:
             if not _SEARCHABLE_TAG.match(tag):
                 raise InvalidSpecError(f"tag {tag!r} cannot be searched as a Slurm job name")
-        names = ",".join(dict.fromkeys(n for tag in tags for n in (tag, *array_names(tag, self.array_max))))
+        names = ",".join(dict.fromkeys([*tags, *(n for tag in tags for n in array_names(tag, self.array_max))]))
         return [
-            ["squeue", "--noheader", "--states=all", "--array", "--me", f"--name={names}", f"--format={_SQUEUE_FIND}"],
+            ["squeue", "--noheader", "--states=all", "--me", f"--name={names}", f"--format={_SQUEUE_FIND}", "--array"],
             ["sacct", "--noheader", "--parsable2", "--allocations", f"--name={names}",
              f"--starttime=now-{self.find_window_days}days", f"--format={_SACCT_FIND}"],
         ]
