@@ -7,8 +7,8 @@ command) — or exits 0 when there are none (the caller still has input files to
 
 Why stdin and not argv: the directories' contents (job scripts for hundreds of copies, secrets) would overflow the
 argument budget (:data:`~intercede.backends.transports.base.ARGV_BUDGET`), and a secret must never be on a command
-line. Secrets are written by the shell's builtin ``printf`` (no process is exec'd with the value), job scripts by
-``cat`` from a here-document whose delimiter is random and checked not to occur in the text.
+line. Every file (job scripts, tags, secrets) is written by the shell's builtin ``printf`` from one quoted word (no
+process is exec'd with its text).
 
 Exit statuses the caller reads (with a marker line on stderr, so a submit command exiting the same way is not
 mistaken for them): :data:`ATTEMPT_USED` — a copy's directory exists already (an earlier use of the same attempt id;
@@ -18,7 +18,6 @@ submit command's own exit status.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -42,37 +41,33 @@ class StagedDir:
     secrets: Mapping[str, str] = field(default_factory=dict)
 
 
-def _heredoc(path: str, text: str) -> list[str]:
-    """``cat`` writing ``text`` to ``path`` from a here-document (the file ends with exactly one newline, as every
-    script intercede generates does)."""
-    while True:
-        delimiter = f"INTERCEDE_EOF_{secrets.token_hex(8)}"
-        if delimiter not in text:
-            break
-    w = shell_word
-    return [f"cat >{w(path)} <<'{delimiter}' || fail {w(path)}", text.rstrip("\n"), delimiter]
-
-
 def script(root: str, dirs: Sequence[StagedDir], *, anchor: str | None = None, launcher: str | None = None) -> str:
     """The staging script for ``dirs`` under ``root`` (made if missing). ``anchor`` is made too (it may exist), with
-    ``launcher`` written into it as ``array.sh`` when given. Ends with ``exec "$@"`` when given arguments."""
+    ``launcher`` written into it as ``array.sh`` when given. Ends with ``exec "$@"`` when given arguments.
+
+    Every check and write is a shell builtin (``[``, ``printf`` with a redirection), and one ``mkdir`` makes every
+    directory: staging N copies costs one fork, not several per copy (forks dominate on a busy login node)."""
     w = shell_word
     lines = [
         "umask 077",
         f"fail() {{ printf '%s %s\\n' '{MARK} cannot write' \"$1\" >&2; exit {STAGE_FAILED}; }}",
-        f"mkdir -p -- {w(root)} || fail {w(root)}",
     ]
-    if anchor is not None:
-        lines.append(f"mkdir -p -- {w(anchor)} || fail {w(anchor)}")
-        if launcher is not None:
-            lines += _heredoc(f"{anchor}/array.sh", launcher)
     for d in dirs:
         lines.append(f"if [ -e {w(d.workdir)} ] || [ -L {w(d.workdir)} ]; then "
                      f"printf '%s %s\\n' '{MARK} attempt used:' {w(d.workdir)} >&2; exit {ATTEMPT_USED}; fi")
-        lines.append(f"mkdir -p -- {w(d.workdir + '/' + SECRETS)} || fail {w(d.workdir)}")
-        lines += _heredoc(f"{d.workdir}/{SCRIPT}", d.job_script)
-        lines.append(f"printf '%s' {w(d.tag or '')} >{w(d.workdir + '/' + TAGFILE)} || fail {w(d.workdir)}")
+    made = [root, *([anchor] if anchor is not None else []), *(f"{d.workdir}/{SECRETS}" for d in dirs)]
+    lines.append(f"mkdir -p -- {' '.join(w(m) for m in made)} || fail {w(root)}")
+    if anchor is not None and launcher is not None:
+        lines.append(_write(f"{anchor}/array.sh", launcher))
+    for d in dirs:
+        lines.append(_write(f"{d.workdir}/{SCRIPT}", d.job_script))
+        lines.append(_write(f"{d.workdir}/{TAGFILE}", d.tag or ""))
         for name, value in d.secrets.items():
-            lines.append(f"printf '%s' {w(value)} >{w(f'{d.workdir}/{SECRETS}/{name}')} || fail {w(d.workdir)}")
+            lines.append(_write(f"{d.workdir}/{SECRETS}/{name}", value))
     lines += ['[ "$#" -eq 0 ] && exit 0', 'exec "$@"', ""]
     return "\n".join(lines)
+
+
+def _write(path: str, text: str) -> str:
+    """The builtin ``printf`` writing exactly ``text`` to ``path`` (no process is exec'd with it)."""
+    return f"printf '%s' {shell_word(text)} >{shell_word(path)} || fail {shell_word(path)}"
