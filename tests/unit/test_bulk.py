@@ -110,12 +110,14 @@ def test_a_copy_tag_is_searched_under_its_array_name_and_found_with_its_director
     slurm = SlurmScheduler()
     names = next(a for a in slurm.find_argvs(["t.2", "one"])[0] if a.startswith("--name="))
     assert names == "--name=t.2,one,t.*"
-    queue = CommandResult((), 0, b"41_2|t.*|/r/0123456789abffff\n50|one|/r/fedcba9876543210\n41_1|t.*|/r/0123456789abffff\n",
-                          b"", 0.1)
+    queue = CommandResult((), 0, b"41_2|t.*|/r/0123456789abffff\n50|one|/r/fedcba9876543210\n"
+                                 b"41_1|t.*|/r/0123456789abffff\n", b"", 0.1)
     history = CommandResult((), 0, b"60_5|t.*1000|/r/aaaaaaaaaaaaffff\n", b"", 0.1)
     found = slurm.parse_find([queue, history], ["t.2", "t.1", "one", "t.1005"])
-    assert found == {"t.2": [BatchJob("41_2", "/r/0123456789ab0002")], "t.1": [BatchJob("41_1", "/r/0123456789ab0001")],
-                     "one": [BatchJob("50", "/r/fedcba9876543210")], "t.1005": [BatchJob("60_5", "/r/aaaaaaaaaaaa0005")]}
+    assert found == {"t.2": [BatchJob("41_2", "/r/0123456789ab0002")],
+                     "t.1": [BatchJob("41_1", "/r/0123456789ab0001")],
+                     "one": [BatchJob("50", "/r/fedcba9876543210")],
+                     "t.1005": [BatchJob("60_5", "/r/aaaaaaaaaaaa0005")]}
 
 
 def test_the_array_launcher_runs_the_task_s_copy() -> None:
