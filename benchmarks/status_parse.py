@@ -97,7 +97,8 @@ def main() -> None:
         commands[label] = (len(argvs), max(len(" ".join(a)) for a in argvs))
     fast_med, old_med = statistics.median(fast_s), statistics.median(old_s)
     lines = ["| parser | lines | median CPU s | range CPU s | lines per CPU s |", "|---|---:|---:|---:|---:|",
-             f"| `SlurmScheduler.parse_status` (fast path: one C-level split, one status per distinct state and reason) | {args.lines:,} "
+             "| `SlurmScheduler.parse_status` (fast path: one C-level split, one status per distinct state and "
+             f"reason) | {args.lines:,} "
              f"| {fast_med:.3f} | {min(fast_s):.3f} to {max(fast_s):.3f} | {args.lines / fast_med:,.0f} |",
              f"| checked per-line path (before) | {args.lines:,} | {old_med:.3f} | {min(old_s):.3f} to "
              f"{max(old_s):.3f} | {args.lines / old_med:,.0f} |",
