@@ -15,7 +15,12 @@ Outputs are fetched by :mod:`intercede.backends.outputs`; fetching is not destru
 
 Status of a job the scheduler no longer lists comes from its history (``sacct``, ...); a job missing from both is
 reported with the last state this backend saw (SUBMITTED if none) for ``grace`` seconds (a scheduler can be briefly
-inconsistent right after a submit) and UNKNOWN afterwards.
+inconsistent right after a submit) and UNKNOWN afterwards. A job this backend has seen in a final state (terminal,
+with its exit code) is answered from that without another query: states never move backwards.
+
+Several copies of one spec are one native bulk submission where the scheduler has one (:class:`BulkScheduler`: a
+Slurm job array, one HTCondor cluster, one Direct command), staged and submitted in the same command; each copy still
+has its own id ``<native>@<uid>`` (a Slurm array task's native id is ``<array>_<index>``) and directory.
 """
 
 from __future__ import annotations
@@ -32,19 +37,22 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from intercede.backends import outputs
+from intercede.backends import outputs, staging
 from intercede.backends.capabilities import LoadReport
 from intercede.backends.credentials import Credential, CredentialConsumer, CredentialNeed
-from intercede.backends.jobscript import CLAIM, SCRIPT, SECRETS, TAGFILE, render
+from intercede.backends.jobscript import CLAIM, SCRIPT, render
 from intercede.backends.schedulers.base import (
     BatchJob,
+    BulkRequest,
+    BulkScheduler,
     NativeStatus,
     PurgingScheduler,
     Scheduler,
     SubmitRequest,
     UsageScheduler,
 )
-from intercede.backends.transports.base import Transport, chunks_within, quoted_size
+from intercede.backends.staging import StagedDir
+from intercede.backends.transports.base import CommandResult, Transport, chunks_within, quoted_size
 from intercede.errors import (
     AuthenticationError,
     CommandError,
@@ -54,7 +62,6 @@ from intercede.errors import (
     is_temporary,
 )
 from intercede.model import (
-    Copy,
     JobSpec,
     JobState,
     JobStatus,
@@ -73,10 +80,6 @@ log = logging.getLogger(__name__)
 _MAX_USAGE = 100_000  # usage records kept per backend for re-polled finished jobs
 
 _UID = re.compile(r"[0-9a-f]{16}\Z")
-# A directory that exists already belongs to an earlier use of the same attempt id (perhaps fenced): never reused.
-_PREPARE = 'umask 077 && mkdir -p -- "$3" && { [ ! -e "$1" ] || exit 17; } && mkdir -p -- "$1/' + SECRETS + \
-    '" && cat >"$1/' + SCRIPT + '" && printf "%s" "$2" >"$1/' + TAGFILE + '"'
-_ATTEMPT_USED = 17
 # One claim per attempt, made atomically by whoever comes first: the job script (``job``) or a fence (``fenced``).
 _FENCE = f"""umask 077; root=$1; shift
 for a; do d=$root/$a; mkdir -p -- "$d" 2>/dev/null
@@ -87,7 +90,10 @@ done
 # Exit statuses of coreutils ``timeout``: the command ran past its deadline and was killed (TERM, then KILL).
 _TIMED_OUT = (124, 137)
 _KILL_AFTER = 5
-_WRITE_PRIVATE = 'umask 077 && cat >"$1"'
+
+
+class _AttemptUsed(Exception):
+    """A copy's directory exists already: an earlier use of the same attempt id (perhaps fenced), never reused."""
 
 
 class BatchBackend:
@@ -158,75 +164,144 @@ class BatchBackend:
 
     async def submit(self, spec: JobSpec) -> SubmitResult:
         """Stage and submit every copy of ``spec``; per-copy results. Raises only if no copy could be attempted
-        because the resource is unreachable or refuses our credentials."""
-        results = await asyncio.gather(
-            *(self._submit_copy(spec, i, copy) for i, copy in enumerate(spec.copies)), return_exceptions=True
-        )
-        submissions: list[Submission] = []
-        for i, r in enumerate(results):
-            if isinstance(r, Submission):
-                submissions.append(r)
-                continue
-            assert isinstance(r, BaseException)
-            if isinstance(r, AuthenticationError) or (is_temporary(r) and not any(
-                    isinstance(x, Submission) and x.ok for x in results)):
-                raise r
-            if not isinstance(r, IntercedeError):
-                raise r
-            submissions.append(Submission(copy_index=i, tag=spec.copy_tag(i), error=str(r), temporary=is_temporary(r)))
-        return SubmitResult(submissions=submissions)
+        because the resource is unreachable or refuses our credentials.
 
-    async def _submit_copy(self, spec: JobSpec, index: int, copy: Copy) -> Submission:
-        tag = spec.copy_tag(index)
+        One copy: one command (staging folded into the submit). Several copies, on a :class:`BulkScheduler`: ONE
+        native bulk submission per group of at most the scheduler's ``bulk_max`` copies (a Slurm job array, an
+        HTCondor cluster, one Direct command), staging and submit again in one command; copies keep their own ids, tags
+        (``<tag>.<i>``), working directories and outcomes. A refused bulk submission fails each of its copies."""
+        indexed = list(enumerate(spec.copies))
         if spec.container and not self.container:
-            return Submission(copy_index=index, tag=tag,
-                              error=f"{self.name} has no container runtime configured; cannot run {spec.container!r}")
+            error = f"{self.name} has no container runtime configured; cannot run {spec.container!r}"
+            return SubmitResult(submissions=[Submission(copy_index=i, tag=spec.copy_tag(i), error=error)
+                                             for i, _ in indexed])
+        if len(indexed) > 1 and isinstance(self.scheduler, BulkScheduler):
+            groups = [[i for i, _ in g] for g in chunks_within(indexed, lambda ic: 2 * quoted_size(
+                f"{self.root}/{'0' * 16}/{SCRIPT}"), max_items=self.scheduler.bulk_max)]
+            results: list[list[Submission] | BaseException] = list(await asyncio.gather(
+                *(self._submit_bulk(spec, g) for g in groups), return_exceptions=True))
+        else:
+            groups = [[i] for i, _ in indexed]
+            results = list(await asyncio.gather(*(self._submit_one(spec, i) for i, _ in indexed),
+                                                return_exceptions=True))
+        any_ok = any(isinstance(r, list) and any(x.ok for x in r) for r in results)
+        submissions: list[Submission] = []
+        for group, r in zip(groups, results, strict=True):
+            if isinstance(r, list):
+                submissions += r
+                continue
+            if isinstance(r, AuthenticationError) or (is_temporary(r) and not any_ok) or \
+                    not isinstance(r, IntercedeError):
+                raise r
+            submissions += [Submission(copy_index=i, tag=spec.copy_tag(i), error=str(r), temporary=is_temporary(r))
+                            for i in group]
+        return SubmitResult(submissions=sorted(submissions, key=lambda x: x.copy_index))
+
+    def _staged(self, spec: JobSpec, index: int, workdir: str) -> StagedDir:
+        copy = spec.copies[index]
+        return StagedDir(workdir, render(spec, copy, workdir, self.container), spec.copy_tag(index),
+                         {k: v.get_secret_value() for k, v in copy.secrets.items()})
+
+    async def _submit_one(self, spec: JobSpec, index: int) -> list[Submission]:
+        tag = spec.copy_tag(index)
         workdir = f"{self.root}/{spec.attempt or secrets.token_hex(8)}"
+        request = SubmitRequest(f"{workdir}/{SCRIPT}", workdir, tag, spec.resources)
         async with self._limit:
             try:
-                await self._stage(spec, copy, workdir, tag)
-            except CommandError as exc:
-                if exc.exit_status == _ATTEMPT_USED:  # not ours to remove: an earlier use of the attempt id
-                    return Submission(copy_index=index, tag=tag,
-                                      error=f"attempt {spec.attempt} was used before: {workdir} exists")
-                await self._discard(workdir)
-                raise
-            except Exception:
-                await self._discard(workdir)
-                raise
-            request = SubmitRequest(f"{workdir}/{SCRIPT}", workdir, tag, spec.resources)
-            # If this raises, the command may have run: the directory stays for the job a tag lookup may find.
-            result = await self.transport.run(self._bounded(self.scheduler.submit_argv(request)),
-                                              timeout=self.command_timeout + _KILL_AFTER + 5)
-            if result.exit_status in _TIMED_OUT:
-                raise TimeoutError(f"{self.name}: the submit command ran past {self.command_timeout:.0f} s on the "
-                                   "resource and was killed; it may have submitted the job")
+                result = await self._stage_and_submit(spec, [self._staged(spec, index, workdir)],
+                                                      self.scheduler.submit_argv(request), [workdir])
+            except _AttemptUsed:
+                return [Submission(copy_index=index, tag=tag,
+                                   error=f"attempt {spec.attempt} was used before: {workdir} exists")]
             try:
                 native = self.scheduler.parse_submit(result)
             except CommandError as exc:  # a refusal: the scheduler answered, and submitted nothing
-                await self._discard(workdir)
-                return Submission(copy_index=index, tag=tag, error=str(exc))
+                await self._discard([workdir])
+                return [Submission(copy_index=index, tag=tag, error=str(exc))]
             # Any other error (lost contact mid-submit) means it may have submitted: the directory stays.
-        return Submission(copy_index=index, tag=tag, job_id=self._id(BatchJob(native, workdir)))
+        return [Submission(copy_index=index, tag=tag, job_id=self._id(BatchJob(native, workdir)))]
+
+    async def _submit_bulk(self, spec: JobSpec, indices: list[int]) -> list[Submission]:
+        scheduler = self.scheduler
+        assert isinstance(scheduler, BulkScheduler)
+        prefix = secrets.token_hex(6)
+        workdirs = tuple(f"{self.root}/{prefix}{k:04d}" for k in range(len(indices)))
+        request = BulkRequest(self.root, prefix, indices[0], len(indices), spec.tag if len(spec.copies) > 1 else None,
+                              spec.resources, workdirs, tuple(f"{w}/{SCRIPT}" for w in workdirs),
+                              f"{self.root}/{prefix}ffff")
+        launcher = scheduler.bulk_launcher(request)
+        anchor = request.anchor if launcher is not None else None
+        dirs = [self._staged(spec, i, w) for i, w in zip(indices, workdirs, strict=True)]
+        everything = [*workdirs, *([anchor] if anchor else [])]
+        async with self._limit:
+            try:
+                result = await self._stage_and_submit(spec, dirs, scheduler.submit_bulk_argv(request), everything,
+                                                      anchor=anchor, launcher=launcher)
+            except _AttemptUsed:  # random uids: a collision of 48 random bits, never an earlier attempt
+                raise CommandError(f"{self.name}: a fresh job directory under {self.root} existed already") from None
+            try:
+                natives = scheduler.parse_submit_bulk(result, request)
+            except CommandError as exc:  # refused as a whole: every copy fails with the reason
+                await self._discard(everything)
+                return [Submission(copy_index=i, tag=spec.copy_tag(i), error=str(exc)) for i in indices]
+        return [Submission(copy_index=i, tag=spec.copy_tag(i), job_id=self._id(BatchJob(n, w)))
+                for i, n, w in zip(indices, natives, workdirs, strict=True)]
+
+    async def _stage_and_submit(self, spec: JobSpec, dirs: list[StagedDir], submit_argv: list[str],
+                                workdirs: list[str], *, anchor: str | None = None,
+                                launcher: str | None = None) -> CommandResult:
+        """Stage ``dirs`` and run ``submit_argv`` in ONE command (two, plus the uploads, when the spec has input
+        files: they must land before the submit). Raises :class:`_AttemptUsed`, a :class:`CommandError` when staging
+        failed (directories removed), :class:`TimeoutError` when the command ran past its deadline; a connection
+        lost mid-way propagates with the directories kept (the job may have been submitted)."""
+        text = staging.script(self.root, dirs, anchor=anchor, launcher=launcher).encode()
+        inputs = bool(spec.input_files)
+        argv = ["sh", "-s", "--"] if inputs else self._bounded(["sh", "-s", "--", *submit_argv])
+        try:
+            result = await self.transport.run(argv, stdin=text, timeout=self.command_timeout + _KILL_AFTER + 5)
+            self._staging_outcome(result, workdirs)
+            if inputs:
+                await asyncio.gather(*(self._put_input(f.source, f"{d.workdir}/{f.name}")
+                                       for d in dirs for f in spec.input_files))
+        except _AttemptUsed:
+            raise
+        except CommandError:
+            await self._discard(workdirs)
+            raise
+        except Exception:
+            if inputs:  # nothing was submitted yet
+                await self._discard(workdirs)
+            raise
+        if inputs:
+            result = await self.transport.run(self._bounded(submit_argv),
+                                              timeout=self.command_timeout + _KILL_AFTER + 5)
+        if result.exit_status in _TIMED_OUT:
+            raise TimeoutError(f"{self.name}: the submit command ran past {self.command_timeout:.0f} s on the "
+                               "resource and was killed; it may have submitted the job")
+        return result
+
+    def _staging_outcome(self, result: CommandResult, workdirs: list[str]) -> None:
+        """Raise when the staging part of ``result`` failed (see :mod:`intercede.backends.staging`)."""
+        if result.exit_status not in (staging.ATTEMPT_USED, staging.STAGE_FAILED):
+            return
+        err = result.stderr.decode("utf-8", "replace")
+        if staging.MARK not in err:
+            return  # the submit command's own exit status
+        if result.exit_status == staging.ATTEMPT_USED:
+            raise _AttemptUsed()
+        raise CommandError(f"{self.name}: staging the job directories failed: {err.strip()[-2000:]}",
+                           argv=list(result.argv), exit_status=result.exit_status, stderr=err)
 
     def _bounded(self, argv: list[str]) -> list[str]:
         """``argv`` under coreutils ``timeout`` on the resource: a submit orphaned by a dropped connection (a
         ``sbatch`` retrying against a dead controller) is killed there instead of landing at any later time."""
         return ["timeout", f"--kill-after={_KILL_AFTER}", f"{max(1, math.ceil(self.command_timeout))}", *argv]
 
-    async def _stage(self, spec: JobSpec, copy: Copy, workdir: str, tag: str | None) -> None:
-        """Make the working directory: job script, tag, secrets (0600), inputs."""
-        script = render(spec, copy, workdir, self.container).encode()
-        await self._run(["sh", "-c", _PREPARE, "sh", workdir, tag or "", self.root], stdin=script)
-        for name, secret in copy.secrets.items():
-            await self._run(["sh", "-c", _WRITE_PRIVATE, "sh", f"{workdir}/{SECRETS}/{name}"],
-                            stdin=secret.get_secret_value().encode())
-        await asyncio.gather(*(self._put_input(f.source, f"{workdir}/{f.name}") for f in spec.input_files))
-
-    async def _discard(self, workdir: str) -> None:
-        """Best effort: remove a directory no job will use (the resource may be unreachable right now)."""
+    async def _discard(self, workdirs: list[str]) -> None:
+        """Best effort: remove directories no job will use (the resource may be unreachable right now)."""
         with contextlib.suppress(IntercedeError):
-            await self._run(["rm", "-rf", "--", workdir])
+            for chunk in chunks_within(workdirs, quoted_size):
+                await self._run(["rm", "-rf", "--", *chunk])
 
     async def _put_input(self, source: Path, remote: str) -> None:
         parent = remote.rsplit("/", 1)[0]
@@ -242,6 +317,13 @@ class BatchBackend:
         """One status per id, in order; see the module docstring for jobs that left the queue."""
         jobs = {i: j for i in job_ids if (j := self._job(i)) is not None}
         found: dict[str, NativeStatus] = {}
+        # A final state (terminal, its exit code known) never changes: such ids are answered without asking again.
+        for job_id, job in list(jobs.items()):
+            last = self._last_seen.get(job_id)
+            if last is not None and last.state.is_terminal and last.exit_code is not None and \
+                    job_id not in self._purged:
+                found[job.native_id] = last
+                del jobs[job_id]
         for chunk in self._chunks(jobs.values()):
             result = await self.transport.run(self.scheduler.status_argv(chunk), timeout=self.command_timeout)
             found.update(self.scheduler.parse_status(result, chunk))
@@ -253,9 +335,10 @@ class BatchBackend:
             if argv is not None:
                 result = await self.transport.run(argv, timeout=self.command_timeout)
                 found.update(self.scheduler.parse_history(result, chunk))
-        statuses = [self._status(i, jobs.get(i), found) for i in job_ids]
+        known = {i: j for i in job_ids if (j := self._job(i)) is not None}  # final ones included (not re-asked)
+        statuses = [self._status(i, known.get(i), found) for i in job_ids]
         if isinstance(self.scheduler, UsageScheduler):
-            statuses = await self._with_usage(statuses, jobs)
+            statuses = await self._with_usage(statuses, known)
         return statuses
 
     async def _with_usage(self, statuses: list[JobStatus], jobs: Mapping[str, BatchJob]) -> list[JobStatus]:

@@ -238,6 +238,10 @@ class BatchConfig(CEConfigBase):
     root: str = Field(pattern=r"^/[^\x00]*$")
     transport: str = "local"
     transport_options: TransportOptions = Field(default_factory=LocalOptions)
+    #: Slurm: the most tasks of one job array (keep it below the cluster's MaxArraySize), and how many of them may
+    #: run at once (``--array=...%<n>``; unset: no limit).
+    array_max: int = Field(1000, ge=1, le=10_000)
+    array_throttle: int | None = Field(None, ge=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -296,7 +300,7 @@ def _scheduler(config: BatchConfig) -> Scheduler:
         return GridEngineScheduler(config.root)
     from intercede.backends.schedulers.slurm import SlurmScheduler
 
-    return SlurmScheduler()
+    return SlurmScheduler(array_max=config.array_max, array_throttle=config.array_throttle)
 
 
 # -- HTCondor: a schedd, or an HTCondor-CE, through the bindings ------------------------------------------------------

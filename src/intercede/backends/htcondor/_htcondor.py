@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from intercede.backends.schedulers.base import NativeStatus, SubmitRequest
+from intercede.backends.schedulers.base import BulkRequest, NativeStatus, SubmitRequest
 from intercede.errors import InvalidSpecError
 from intercede.model import JobSpec, JobState, JobStatus, Resources, Usage
 
@@ -47,12 +47,14 @@ __all__ = [
     "USAGE_ATTRS",
     "WORKDIR",
     "batch_description",
+    "bulk_batch_description",
     "id_constraint",
     "job_status",
     "leave_in_queue",
     "missing_status",
     "native_status",
     "parse_job_id",
+    "per_proc",
     "render",
     "resource_commands",
     "spooled_description",
@@ -211,6 +213,36 @@ def batch_description(request: SubmitRequest) -> dict[str, str]:
     if request.tag is not None:
         desc[f"MY.{TAG}"] = _quote(request.tag)
     return desc
+
+
+def bulk_batch_description(request: BulkRequest) -> dict[str, str]:
+    """:func:`batch_description` for every copy of ``request`` as ONE cluster (``queue <count>``): proc ``k`` works
+    in ``<root>/<prefix><k:04d>`` (``$INT(ProcId,%04d)``) and carries the tag ``<tag>.<first + k>``."""
+    workdir = f"{request.root}/{request.prefix}$INT(ProcId,%04d)"
+    desc = batch_description(SubmitRequest(f"{workdir}/job.sh", workdir, None, request.resources))
+    if request.tag is not None:
+        index = "$(ProcId)" if request.first == 0 else f"$INT(ProcId + {request.first})"
+        desc[f"MY.{TAG}"] = _quote(f"{request.tag}.{index}")
+    return desc
+
+
+def per_proc(descriptions: Sequence[Mapping[str, str]]) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """One cluster's description from the descriptions of its procs: the commands they share as they are, every
+    command whose value differs as the macro ``$(intercede_<letters>)``, and per proc the item data (macro -> value) for
+    ``queue ... from``. Every description must have the same commands."""
+    keys = list(descriptions[0])
+    if any(list(d) != keys for d in descriptions):
+        raise InvalidSpecError("the copies' submit descriptions differ in their commands: cannot be one cluster")
+    varying = [k for k in keys if len({d[k] for d in descriptions}) > 1]
+    # Letters only: the submit parser takes a name such as ``intercede_0`` in ``queue ... from`` for a count.
+    macros = {k: "intercede_" + "".join(chr(97 + int(d)) for d in str(n)) for n, k in enumerate(varying)}
+    common = {k: (f"$({macros[k]})" if k in macros else v) for k, v in descriptions[0].items()}
+    items = [{macros[k]: d[k] for k in varying} for d in descriptions]
+    for item in items:
+        for value in item.values():
+            if "\x1f" in value or "\n" in value or "$(" in value:
+                raise InvalidSpecError(f"a per-copy submit value cannot be item data: {value[:200]!r}")
+    return common, items
 
 
 def _condor_args(argv: Sequence[str]) -> str:

@@ -3,7 +3,8 @@
 :class:`~intercede.backends.htcondor.schedd.HTCondorBackend` and
 :class:`~intercede.backends.htcondor.ce.HTCondorCEBackend` are thin classes over these (shared functions, never a
 common base class: their capabilities differ on purpose). Job ids are ``"<cluster>.<proc>"`` of the one schedd the
-client talks to. Every copy of a submit is its own cluster, so copies succeed or fail one by one.
+client talks to. The copies of a multi-copy submit are the procs of ONE cluster (per-copy values as item data), which
+the schedd takes or refuses as a whole; a one-copy submit is a cluster of its own.
 
 Spooled outputs come back into the copy's local sandbox folder (the job's ``initialdir``, recorded in the job as
 ``IntercedeSandbox``) and are then moved into the fetch's destination by :func:`_sandbox.materialise`.
@@ -100,8 +101,11 @@ async def _ads(client: CondorClient, ids: Sequence[tuple[int, int]], projection:
 
 
 async def submit(client: CondorClient, spec: JobSpec, options: Options) -> SubmitResult:
-    """Stage and spool every copy (one cluster each); per-copy results. Raises only when credentials are refused,
-    or the schedd cannot be reached and no copy got through."""
+    """Stage and spool every copy; per-copy results. Several copies are ONE cluster (one proc per copy, see
+    :func:`_submit_cluster`); one copy is a cluster of its own. Raises only when credentials are refused, or the
+    schedd cannot be reached and no copy got through."""
+    if len(spec.copies) > 1:
+        return await _submit_cluster(client, spec, options)
     results = await asyncio.gather(*(_submit_copy(client, spec, i, options) for i in range(len(spec.copies))),
                                    return_exceptions=True)
     submissions: list[Submission] = []
@@ -136,6 +140,39 @@ async def _submit_copy(client: CondorClient, spec: JobSpec, index: int, options:
     finally:
         _sandbox.clear(folder)  # the spool step has uploaded them: no secret stays on this disk
     return Submission(copy_index=index, tag=tag, job_id=f"{cluster}.0")
+
+
+async def _submit_cluster(client: CondorClient, spec: JobSpec, options: Options) -> SubmitResult:
+    """Every copy as one proc of ONE cluster: each copy is staged into its own sandbox folder, and what differs
+    between the copies' descriptions (wrapper, sandbox, inputs with the copy's secrets, tag) becomes per-proc item
+    data (``queue ... from``). The schedd takes or refuses the cluster as a whole: a refusal fails every copy."""
+    folders = [options.staging / secrets.token_hex(8) for _ in spec.copies]
+    tags = [spec.copy_tag(i) for i in range(len(spec.copies))]
+    try:
+        try:
+            staged = [await asyncio.to_thread(_sandbox.stage, spec, copy, folder)
+                      for copy, folder in zip(spec.copies, folders, strict=True)]
+            descriptions = [core.spooled_description(
+                spec, executable=s.executable, iwd=str(folder), inputs=s.inputs, outputs=_sandbox.output_names(spec),
+                tag=tag, keep_seconds=options.keep_seconds, ce=options.ce, max_output_mb=options.max_output_mb,
+                proxy=str(options.proxy) if options.proxy else None)
+                for s, folder, tag in zip(staged, folders, tags, strict=True)]
+            common, items = core.per_proc(descriptions)
+            cluster = await client.call("submit", description=common, items=items)
+        except (InvalidSpecError, SubmitRefused, TransferError) as exc:
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
+            return SubmitResult(submissions=[Submission(copy_index=i, tag=t, error=str(exc)) for i, t in
+                                             enumerate(tags)])
+        except BaseException:
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+    finally:
+        for folder in folders:
+            _sandbox.clear(folder)  # the spool step has uploaded them: no secret stays on this disk
+    return SubmitResult(submissions=[Submission(copy_index=i, tag=t, job_id=f"{cluster}.{i}")
+                                     for i, t in enumerate(tags)])
 
 
 async def status(client: CondorClient, tracker: Tracker, job_ids: Sequence[str]) -> list[JobStatus]:

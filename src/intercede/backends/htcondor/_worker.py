@@ -71,11 +71,15 @@ class Session:
         self.schedd()
         return self.version
 
-    def op_submit(self, description: dict[str, str]) -> int:
+    def op_submit(self, description: dict[str, str], items: list[dict[str, str]] | None = None) -> int:
+        """Submit one cluster: one proc, or one per entry of ``items`` (macro name -> value, one dict per proc)."""
         h = self.h
         schedd = self.schedd()
         try:
-            result = schedd.submit(h.Submit(description), count=1, spool=True)
+            if items:
+                result = schedd.submit(h.Submit(description), itemdata=iter(items), spool=True)
+            else:
+                result = schedd.submit(h.Submit(description), count=1, spool=True)
         except h.HTCondorException as exc:
             raise Refused(str(exc)) from exc
         cluster = int(result.cluster())

@@ -20,7 +20,10 @@ from intercede.backends.capabilities import LoadReport
 from intercede.backends.transports.base import CommandResult
 from intercede.model import JobState, Resources, Usage
 
-__all__ = ["BatchJob", "NativeStatus", "PurgingScheduler", "Scheduler", "SubmitRequest", "UsageScheduler"]
+__all__ = [
+    "BatchJob", "BulkRequest", "BulkScheduler", "NativeStatus", "PurgingScheduler", "Scheduler", "SubmitRequest",
+    "UsageScheduler",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,33 @@ class SubmitRequest:
     workdir: str  # absolute path of the job's working directory (exists, holds the inputs)
     tag: str | None  # the idempotency tag to carry at the resource (job name, ClassAd attribute, ...)
     resources: Resources
+
+
+@dataclass(frozen=True, slots=True)
+class BulkRequest:
+    """Everything a scheduler needs to submit ``count`` staged copies as ONE native bulk submission.
+
+    Copy ``k`` of the submission (``k`` < ``count`` <= 10,000) works in ``workdirs[k]`` = ``<root>/<prefix><k:04d>``
+    (its uid: the 12 hex digits of ``prefix``, then ``k`` as 4 decimal digits) and runs ``scripts[k]``; it is copy
+    ``first + k`` of the spec and carries the tag ``<tag>.<first + k>`` (``tag`` is None for untagged specs).
+    ``anchor`` is a directory that outlives every copy (``<root>/<prefix>ffff``, never a copy's uid), made only when
+    the scheduler's :meth:`BulkScheduler.bulk_launcher` returns a script: the launcher is staged there as
+    ``anchor/array.sh`` (it is the job array's working directory, and stays, empty but for the launcher).
+    """
+
+    root: str
+    prefix: str
+    first: int
+    count: int
+    tag: str | None
+    resources: Resources
+    workdirs: tuple[str, ...]
+    scripts: tuple[str, ...]
+    anchor: str
+
+    @property
+    def launcher(self) -> str:
+        return f"{self.anchor}/array.sh"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,3 +149,23 @@ class UsageScheduler(Protocol):
 
     def parse_usage(self, result: CommandResult, jobs: Sequence[BatchJob]) -> dict[str, Usage]:
         """Native id -> usage, for the finished jobs the command reported."""
+
+
+@runtime_checkable
+class BulkScheduler(Protocol):
+    """A scheduler with a native bulk submission (a Slurm job array, an HTCondor cluster of ``queue N``, one Direct
+    command starting every copy). :class:`~intercede.backends.batch.BatchBackend` submits a multi-copy spec through
+    it in one command; the native ids it returns are per copy and work with every other method of the scheduler.
+    ``bulk_max`` (<= 10,000) is the most copies one bulk submission may hold."""
+
+    bulk_max: int
+
+    def bulk_launcher(self, request: BulkRequest) -> str | None:
+        """The text of a script staged as ``request.launcher`` (in ``request.anchor``), or None if none is needed."""
+
+    def submit_bulk_argv(self, request: BulkRequest) -> list[str]:
+        """The one command that submits every copy of ``request``."""
+
+    def parse_submit_bulk(self, result: CommandResult, request: BulkRequest) -> list[str]:
+        """The native id of each copy, in index order; :class:`~intercede.errors.CommandError` if the whole
+        submission was refused, :class:`~intercede.errors.ConnectivityError` if it may have gone through."""

@@ -46,7 +46,7 @@ from datetime import UTC, datetime
 
 from intercede.backends.capabilities import LoadReport
 from intercede.backends.jobscript import EXITCODE, TAGFILE, USAGE
-from intercede.backends.schedulers.base import BatchJob, NativeStatus, SubmitRequest
+from intercede.backends.schedulers.base import BatchJob, BulkRequest, NativeStatus, SubmitRequest
 from intercede.backends.transports.base import CommandResult
 from intercede.errors import CommandError
 from intercede.model import JobFile, JobState, Usage
@@ -62,10 +62,17 @@ _NATIVE = re.compile(r"[1-9][0-9]{0,9}\Z")
 # rewriting already), once the child leads its own session (a few reads of /proc, bounded), so a cancel right after
 # the submit finds its process group. `setsid` does not fork here: a background child is never a group leader.
 _LAUNCH = (
-    'cd "$1" && { u=$(id -un); env -i HOME="$HOME" USER="$u" LOGNAME="$u" PATH=/usr/local/bin:/usr/bin:/bin '
+    'cd "$1" && { env -i HOME="$HOME" USER="$u" LOGNAME="$u" PATH=/usr/local/bin:/usr/bin:/bin '
     'LANG=C.UTF-8 ${TMPDIR:+"TMPDIR=$TMPDIR"} ' + _MARK + '="${1##*/}" setsid sh "$2" </dev/null >/dev/null 2>&1 & '
     'p=$!; i=0; while [ $i -lt 5000 ] && { read -r s </proc/$p/stat; } 2>/dev/null; do s=${s##*") "}; '
     'set -f; set -- $s; set +f; [ "$3" = "$p" ] && break; i=$((i+1)); done; echo "$p" >' + _PID + '; echo "$p"; }'
+)
+# Bulk: (directory, script) pairs, one launch each in a subshell (the launch's `set --` and `cd` stay in it), one pid
+# printed per line in order; a copy whose directory is missing prints "-" (it was not started).
+_LAUNCH_ONE = "u=$(id -un); " + _LAUNCH
+_LAUNCH_MANY = (
+    "u=$(id -un); launch() { " + _LAUNCH + "; }\n"
+    'while [ $# -ge 2 ]; do ( launch "$1" "$2" ) || echo -; shift 2; done'
 )
 
 # Shell functions of the commands below.
@@ -250,7 +257,7 @@ class DirectScheduler:
         self.kill_grace = kill_grace
 
     def submit_argv(self, request: SubmitRequest) -> list[str]:
-        return ["sh", "-c", _LAUNCH, "sh", request.workdir, request.script]
+        return ["sh", "-c", _LAUNCH_ONE, "sh", request.workdir, request.script]
 
     def parse_submit(self, result: CommandResult) -> str:
         result.check()
@@ -258,6 +265,26 @@ class DirectScheduler:
         if not pid.isdigit():
             raise CommandError(f"direct launch printed no pid: {pid[:200]!r}", argv=list(result.argv))
         return pid
+
+    bulk_max = 10_000
+
+    def bulk_launcher(self, request: BulkRequest) -> str | None:
+        return None
+
+    def submit_bulk_argv(self, request: BulkRequest) -> list[str]:
+        """One command starting every copy, each exactly as :meth:`submit_argv` starts one."""
+        pairs = [x for w, s in zip(request.workdirs, request.scripts, strict=True) for x in (w, s)]
+        return ["sh", "-c", _LAUNCH_MANY, "sh", *pairs]
+
+    def parse_submit_bulk(self, result: CommandResult, request: BulkRequest) -> list[str]:
+        """The pid of each copy, in order. A copy that was not started raises for all: its directory vanished
+        under us, which the backend treats as a staging failure."""
+        result.check()
+        pids = result.text.split()
+        if len(pids) != request.count or not all(p.isdigit() for p in pids):
+            raise CommandError(f"direct bulk launch printed {result.text[:200]!r} for {request.count} copies",
+                               argv=list(result.argv))
+        return pids
 
     def status_argv(self, jobs: Sequence[BatchJob]) -> list[str]:
         return ["sh", "-c", _STATUS, "sh", *_pairs(jobs)]

@@ -25,7 +25,7 @@ from typing import Any
 
 from intercede.backends.capabilities import LoadReport
 from intercede.backends.htcondor import _htcondor as core
-from intercede.backends.schedulers.base import BatchJob, NativeStatus, SubmitRequest
+from intercede.backends.schedulers.base import BatchJob, BulkRequest, NativeStatus, SubmitRequest
 from intercede.backends.transports.base import CommandResult
 from intercede.errors import CommandError, ConnectivityError
 
@@ -102,6 +102,27 @@ class HTCondorScheduler:
             raise CommandError(f"condor_submit -terse printed no job id: {result.text[:200]!r}",
                                argv=list(result.argv))
         return m[1]
+
+    # -- bulk: one cluster of ``queue N`` -----------------------------------------------------------------------------
+    bulk_max = 10_000
+
+    def bulk_launcher(self, request: BulkRequest) -> str | None:
+        return None  # every proc has its own initialdir: nothing outlives the copies
+
+    def submit_bulk_argv(self, request: BulkRequest) -> list[str]:
+        """One ``condor_submit`` queueing ``request.count`` procs of one cluster (see
+        :func:`~intercede.backends.htcondor._htcondor.bulk_batch_description`)."""
+        return ["condor_submit", "-terse", *core.shell_words(core.bulk_batch_description(request)),
+                "-queue", str(request.count)]
+
+    def parse_submit_bulk(self, result: CommandResult, request: BulkRequest) -> list[str]:
+        """``<cluster>.<k>`` for every proc (``-terse`` prints ``<cluster>.0 - <cluster>.<n-1>``)."""
+        first = self.parse_submit(result)
+        cluster, _, proc = first.partition(".")
+        if proc != "0":
+            raise CommandError(f"condor_submit -terse printed an unexpected first job {first!r}",
+                               argv=list(result.argv))
+        return [f"{cluster}.{k}" for k in range(request.count)]
 
     def status_argv(self, jobs: Sequence[BatchJob]) -> list[str]:
         ids = _ids(jobs)

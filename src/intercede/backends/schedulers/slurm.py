@@ -36,12 +36,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from intercede.backends.capabilities import LoadReport
-from intercede.backends.schedulers.base import BatchJob, NativeStatus, SubmitRequest
+from intercede.backends.jobscript import SCRIPT, shell_word
+from intercede.backends.schedulers.base import BatchJob, BulkRequest, NativeStatus, SubmitRequest
 from intercede.backends.transports.base import CommandResult
 from intercede.errors import CommandError, ConnectivityError, InvalidSpecError
-from intercede.model import JobState, Usage
+from intercede.model import JobState, Resources, Usage
 
-__all__ = ["STATES", "SlurmScheduler"]
+__all__ = ["STATES", "SlurmScheduler", "array_name", "array_names", "queue_states"]
 
 #: Slurm's long state names (squeue ``%T``, sacct ``State``) -> intercede's. Anything else maps to UNKNOWN.
 #: Provoked on all three versions: PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, DEADLINE.
@@ -82,7 +83,8 @@ _LOAD_SCRIPT = (
     'sinfo --noheader --format=%C ${1:+"--partition=$1"} && '
     'squeue --noheader --me --format=%T ${1:+"--partition=$1"}'
 )
-_JOB_ID = re.compile(r"[1-9][0-9]*\Z")  # what intercede submits and asks about: plain job ids
+_JOB_ID = re.compile(r"[1-9][0-9]*\Z")  # what sbatch prints: plain job ids
+_TASK_ID = re.compile(r"([1-9][0-9]*)(?:_([0-9]+))?\Z")  # what intercede asks about: job ids and array tasks (12_3)
 _ANY_JOB_ID = re.compile(r"[0-9]+([_+][0-9\[\]%,-]*)?\Z")  # what Slurm may print: array (12_3) and het (12+0) too
 _SEARCHABLE_TAG = re.compile(r"[^\s,|]+\Z")  # --name takes a comma list; output fields are '|'-separated
 _CANCEL_ERROR = re.compile(r"Kill job error on job id (\S+): (.*)$")
@@ -108,11 +110,18 @@ def _fail(result: CommandResult, why: str) -> CommandError | ConnectivityError:
 
 
 def _ids(jobs: Sequence[BatchJob]) -> list[str]:
-    """The ids to put on a command line: positive integers only, so no id can widen a query to every job."""
-    ids = [j.native_id for j in jobs if _JOB_ID.match(j.native_id)]
+    """The ids to put on a command line: positive integers and array tasks (``12_3``) only, so no id can widen a query
+    to every job."""
+    ids = [j.native_id for j in jobs if _TASK_ID.match(j.native_id)]
     if not ids:
         raise InvalidSpecError(f"no Slurm job id among {[j.native_id for j in jobs]!r}")
     return ids
+
+
+def _query_ids(jobs: Sequence[BatchJob]) -> list[str]:
+    """:func:`_ids` with every array task replaced by its array's id, once: one ``--jobs=12`` lists all of array 12's
+    tasks (squeue with ``--array``, sacct always), so 10,000 tasks of one array cost one short argument."""
+    return list(dict.fromkeys(i.partition("_")[0] for i in _ids(jobs)))
 
 
 def _lines(result: CommandResult) -> list[str]:
@@ -148,16 +157,28 @@ class SlurmScheduler:
     """Slurm, driven through sbatch, squeue, sacct, scancel and sinfo (all pure; see the module docstring).
 
     ``job_name`` names jobs submitted without a tag; ``partition`` restricts :meth:`load_argv` to one partition;
-    ``find_window_days`` is how far back :meth:`find_argvs` searches accounting for tagged jobs.
+    ``find_window_days`` is how far back :meth:`find_argvs` searches accounting for tagged jobs. Several copies are
+    one job array of at most ``array_max`` tasks (keep it below the cluster's ``MaxArraySize``, 1001 by default),
+    ``array_throttle`` tasks running at once (``--array=...%<n>``; None: no limit).
     """
 
     name = "slurm"
 
     def __init__(self, *, job_name: str = "intercede", partition: str | None = None,
-                 find_window_days: int = 7) -> None:
+                 find_window_days: int = 7, array_max: int = 1000, array_throttle: int | None = None) -> None:
+        if not 1 <= array_max <= 10_000:
+            raise ValueError(f"array_max must be 1..10000 (Slurm's MaxArraySize - 1), got {array_max}")
+        if array_throttle is not None and array_throttle < 1:
+            raise ValueError(f"array_throttle must be >= 1, got {array_throttle}")
         self.job_name = job_name
         self.partition = partition
         self.find_window_days = find_window_days
+        self.array_max = array_max
+        self.array_throttle = array_throttle
+
+    @property
+    def bulk_max(self) -> int:
+        return self.array_max
 
     # -- submit -----------------------------------------------------------------------------------------------------
     def submit_argv(self, request: SubmitRequest) -> list[str]:
@@ -174,9 +195,13 @@ class SlurmScheduler:
             f"--chdir={request.workdir}",
             f"--output={_filename(request.workdir)}/.slurm.out",
             f"--error={_filename(request.workdir)}/.slurm.err",
-            f"--nodes={res.nodes}",
-            f"--cpus-per-task={res.cores}",
+            *self._resource_options(res),
         ]
+        return [*argv, *res.native, request.script]
+
+    @staticmethod
+    def _resource_options(res: Resources) -> list[str]:
+        argv = [f"--nodes={res.nodes}", f"--cpus-per-task={res.cores}"]
         if res.memory_mb is not None:
             argv.append(f"--mem={res.memory_mb}M")
         if res.wall_time is not None:
@@ -187,7 +212,7 @@ class SlurmScheduler:
             argv.append(f"--partition={res.queue}")
         if res.account:
             argv.append(f"--account={res.account}")
-        return [*argv, *res.native, request.script]
+        return argv
 
     def parse_submit(self, result: CommandResult) -> str:
         """The job id from ``<id>`` or ``<id>;<cluster>``. A refusal (sbatch's own checks or the controller's answer)
@@ -205,11 +230,45 @@ class SlurmScheduler:
             raise _fail(result, f"no job id in the output {result.text[:200]!r}")
         return job_id
 
+    # -- bulk submission: one job array ------------------------------------------------------------------------------
+    def bulk_launcher(self, request: BulkRequest) -> str | None:
+        """The array's batch script: task ``k`` runs copy ``k``'s ``job.sh`` in its own directory (Slurm's own
+        stdout/stderr of the task go to ``.slurm.out``/``.slurm.err`` there, as for a single job)."""
+        return "\n".join([
+            "#!/bin/sh",
+            "# generated by intercede: task k of this job array runs copy k in its own working directory",
+            'k=$(printf %04d "${SLURM_ARRAY_TASK_ID:?}") || exit 97',
+            f"cd {shell_word(request.root)}/{request.prefix}\"$k\" || exit 97",
+            "exec >.slurm.out 2>.slurm.err",
+            f"exec /bin/sh ./{SCRIPT}",
+            "",
+        ])
+
+    def submit_bulk_argv(self, request: BulkRequest) -> list[str]:
+        """``sbatch --array=0-<n-1>[%<throttle>]``, named :func:`array_name` (or ``job_name``), working in the
+        array's anchor directory (which outlives every copy), the launcher as its script."""
+        res = request.resources
+        throttle = f"%{self.array_throttle}" if self.array_throttle else ""
+        name = array_name(request.tag, request.first) if request.tag else self.job_name
+        argv = [
+            "sbatch", "--parsable", f"--array=0-{request.count - 1}{throttle}",
+            f"--job-name={name}",
+            f"--chdir={request.anchor}",
+            "--output=/dev/null", "--error=/dev/null",  # the launcher redirects into the copy's directory
+            *self._resource_options(res),
+        ]
+        return [*argv, *res.native, request.launcher]
+
+    def parse_submit_bulk(self, result: CommandResult, request: BulkRequest) -> list[str]:
+        """``<array id>_<k>`` for every task, from sbatch's one job id (a refusal raises as for one job)."""
+        array = self.parse_submit(result)
+        return [f"{array}_{k}" for k in range(request.count)]
+
     # -- status and history -------------------------------------------------------------------------------------------
     def status_argv(self, jobs: Sequence[BatchJob]) -> list[str]:
         """One ``squeue`` for every id, finished ones included (``--states=all``) while Slurm still keeps them."""
-        return ["squeue", "--noheader", "--states=all", f"--jobs={','.join(_ids(jobs))}",
-                f"--format={_SQUEUE_STATUS}"]
+        return ["squeue", "--noheader", "--states=all", f"--jobs={','.join(_query_ids(jobs))}",
+                f"--format={_SQUEUE_STATUS}", "--array"]
 
     def parse_status(self, result: CommandResult, jobs: Sequence[BatchJob]) -> dict[str, NativeStatus]:
         """Id -> status for the ids the queue knows. squeue gives no exit code (None, or 0 for COMPLETED).
@@ -220,17 +279,11 @@ class SlurmScheduler:
             if "Invalid job id specified" in result.stderr.decode("utf-8", "replace") and not result.text.strip():
                 return {}
             raise _fail(result, "queue query failed")
-        wanted = {j.native_id for j in jobs}
-        found: dict[str, NativeStatus] = {}
-        for line in _lines(result):
-            job_id, state, reason = _split(result, line, 3)
-            if job_id in wanted:
-                found[job_id] = _status(state, reason)
-        return found
+        return queue_states(result, {j.native_id for j in jobs})
 
     def history_argv(self, jobs: Sequence[BatchJob]) -> list[str] | None:
         """One ``sacct`` over the job allocations (not their steps); with ``--jobs`` it searches all time."""
-        return ["sacct", "--noheader", "--parsable2", "--allocations", f"--jobs={','.join(_ids(jobs))}",
+        return ["sacct", "--noheader", "--parsable2", "--allocations", f"--jobs={','.join(_query_ids(jobs))}",
                 f"--format={_SACCT_HISTORY}"]
 
     def parse_history(self, result: CommandResult, jobs: Sequence[BatchJob]) -> dict[str, NativeStatus]:
@@ -255,7 +308,7 @@ class SlurmScheduler:
 
         Raises CommandError when the command failed as a whole: a non-zero exit with no per-id error, or every id
         failing because slurmctld could not be reached."""
-        errors = {j.native_id: "not a Slurm job id" for j in jobs if not _JOB_ID.match(j.native_id)}
+        errors = {j.native_id: "not a Slurm job id" for j in jobs if not _TASK_ID.match(j.native_id)}
         wanted = {j.native_id for j in jobs} - errors.keys()
         per_id: dict[str, str] = {}
         for line in result.stderr.decode("utf-8", "replace").splitlines():
@@ -270,21 +323,23 @@ class SlurmScheduler:
 
     # -- find by tag --------------------------------------------------------------------------------------------------
     def find_argvs(self, tags: Sequence[str]) -> list[list[str]]:
-        """Our jobs named after any tag: ``squeue --me`` (the queue) then ``sacct`` over ``find_window_days``."""
+        """Our jobs named after any tag, or in a job array whose copies carry it (see :func:`array_names`):
+        ``squeue --me --array`` (the queue, one line per task) then ``sacct`` over ``find_window_days``."""
         if not tags:
             return []
         for tag in tags:
             if not _SEARCHABLE_TAG.match(tag):
                 raise InvalidSpecError(f"tag {tag!r} cannot be searched as a Slurm job name")
-        names = ",".join(tags)
+        names = ",".join(dict.fromkeys([*tags, *(n for tag in tags for n in array_names(tag, self.array_max))]))
         return [
-            ["squeue", "--noheader", "--states=all", "--me", f"--name={names}", f"--format={_SQUEUE_FIND}"],
+            ["squeue", "--noheader", "--states=all", "--me", f"--name={names}", f"--format={_SQUEUE_FIND}", "--array"],
             ["sacct", "--noheader", "--parsable2", "--allocations", f"--name={names}",
              f"--starttime=now-{self.find_window_days}days", f"--format={_SACCT_FIND}"],
         ]
 
     def parse_find(self, results: Sequence[CommandResult], tags: Sequence[str]) -> dict[str, list[BatchJob]]:
-        """Tag -> jobs with exactly that name (queue first; accounting adds jobs that left the queue).
+        """Tag -> jobs with exactly that name, or array tasks whose copy carries it (queue first; accounting adds
+        jobs that left the queue). An array task's working directory is its copy's, derived from the array's.
 
         A job accounting knows only by id and name (its WorkDir not yet recorded) is still listed, with workdir ""."""
         found: dict[str, dict[str, BatchJob]] = {tag: {} for tag in tags}
@@ -293,6 +348,7 @@ class SlurmScheduler:
                 raise _fail(result, "tag lookup failed")
             for line in _lines(result):
                 job_id, name, workdir = _split(result, line, 3)
+                name, workdir = _array_task(job_id, name, workdir)
                 known = found.get(name)  # exact: sacct's --name is case-insensitive
                 if known is not None and not (job_id in known and known[job_id].workdir):
                     known[job_id] = BatchJob(job_id, workdir)
@@ -329,7 +385,7 @@ class SlurmScheduler:
 # One line per allocation and per step (MaxRSS is measured per step; the allocation's line has it empty). NodeList
 # and the times hold no '|'.
 _SACCT_USAGE = "JobID,ElapsedRaw,TotalCPU,MaxRSS,NodeList,Start,End"
-_STEP = re.compile(r"([1-9][0-9]*)(?:\.[A-Za-z0-9_+-]+)?\Z")  # "12", "12.batch", "12.extern", "12.0"
+_STEP = re.compile(r"([1-9][0-9]*(?:_[0-9]+)?)(?:\.[A-Za-z0-9_+-]+)?\Z")  # "12", "12_3" (array task), "12.batch"
 _RSS_UNITS = {"": 1 / 1024, "K": 1 / 1024, "M": 1.0, "G": 1024.0, "T": 1024.0**2}  # -> MiB (bare number: bytes)
 
 
@@ -400,6 +456,78 @@ def parse_usage(result: CommandResult, jobs: Sequence[BatchJob]) -> dict[str, Us
                               cpu_seconds=_cpu_seconds(cpu), peak_memory_mb=peak.get(job_id),
                               node=nodes if nodes not in ("", "None assigned") else None,
                               started_at=_when(start), ended_at=ended)
+    return found
+
+
+# -- job arrays: names and working directories ----------------------------------------------------------------------
+# An array carries one name for all its tasks; copy ``first + k`` of a spec tagged B is task k of the array named
+# ``B.*`` (first 0) or ``B.*<first>``. '*' is never in a tag, so no single job's name is an array's. The array works in
+# its anchor ``<root>/<prefix>ffff``, and task k's copy in ``<root>/<prefix><k:04d>`` (see BulkRequest).
+_ARRAY_NAME = re.compile(r"(.+)\.\*([0-9]*)\Z")
+_ANCHOR = re.compile(r"(.*/[0-9a-f]{12})ffff\Z")
+
+
+def array_name(tag: str, first: int) -> str:
+    """The job name of the array holding copies ``first``, ``first + 1``, ... of a spec tagged ``tag``."""
+    return f"{tag}.*{first or ''}"
+
+
+def array_names(tag: str, array_max: int) -> list[str]:
+    """The array name a copy tagged ``tag`` (``<base>.<copy>``) is submitted under; [] if ``tag`` names no copy."""
+    base, sep, index = tag.rpartition(".")
+    if not (sep and base and index.isdigit()):
+        return []
+    return [array_name(base, int(index) // array_max * array_max)]
+
+
+def _array_task(job_id: str, name: str, workdir: str) -> tuple[str, str]:
+    """(tag, working directory) of the job ``job_id`` named ``name`` working in ``workdir``: for an array task, its
+    copy's tag and directory; any other job as it is."""
+    _, sep, task = job_id.partition("_")
+    named = _ARRAY_NAME.match(name)
+    if not (sep and task.isdigit() and named):
+        return name, workdir
+    anchor = _ANCHOR.match(workdir)
+    k = int(task)
+    return f"{named[1]}.{int(named[2] or 0) + k}", f"{anchor[1]}{k:04d}" if anchor and k < 10_000 else ""
+
+
+# -- the queue parser at scale ---------------------------------------------------------------------------------------
+def queue_states(result: CommandResult, wanted: set[str]) -> dict[str, NativeStatus]:
+    """Id -> status for the ``%i|%T|%r`` lines of ``result`` whose id is in ``wanted`` (see
+    :meth:`SlurmScheduler.parse_status`); built to parse 10^6 lines a second.
+
+    No Python code runs per line: the answer is split into fields in one C-level pass (every line has exactly three
+    fields), ids, states and reasons are slices of it, a queue holds few distinct (state, reason) pairs, so each is
+    mapped to a status once (:class:`NativeStatus` is immutable: copies share one), and the id -> status dict is built
+    by ``zip``/``map``. Ids that are not wanted (rare: Slurm answers what it was asked) take the checked path of
+    :func:`_split`, so a garbled line still raises and a padded id is still found; an answer the fast pass cannot cut
+    into three fields per line (a blank line, a reason holding ``|``) goes down the checked path whole. A repeated id
+    keeps its last line, as before."""
+    text = result.text
+    lines = text.count("\n") + (not text.endswith("\n") and bool(text))
+    fields = text.replace("\n", "|").split("|")
+    if text.endswith("\n"):
+        fields.pop()
+    if len(fields) != 3 * lines or not text:
+        return _queue_states_checked(result, wanted) if text.strip() else {}
+    ids, pairs = fields[0::3], list(zip(fields[1::3], fields[2::3], strict=True))
+    statuses = {pair: _status(*pair) for pair in set(pairs)}
+    found = dict(zip(ids, map(statuses.__getitem__, pairs), strict=True))
+    for job_id in found.keys() - wanted:
+        status = found.pop(job_id)
+        parts = _split(result, f"{job_id}|-|-", 3)
+        if parts[0] in wanted:
+            found[parts[0]] = status
+    return found
+
+
+def _queue_states_checked(result: CommandResult, wanted: set[str]) -> dict[str, NativeStatus]:
+    found: dict[str, NativeStatus] = {}
+    for line in _lines(result):
+        job_id, state, reason = _split(result, line, 3)
+        if job_id in wanted:
+            found[job_id] = _status(state, reason)
     return found
 
 
