@@ -56,6 +56,7 @@ from intercede.backends.transports.base import CommandResult, Transport, chunks_
 from intercede.errors import (
     AuthenticationError,
     CommandError,
+    ConnectivityError,
     IntercedeError,
     TimeoutError,
     UnsupportedError,
@@ -278,6 +279,9 @@ class BatchBackend:
         if result.exit_status in _TIMED_OUT:
             raise TimeoutError(f"{self.name}: the submit command ran past {self.command_timeout:.0f} s on the "
                                "resource and was killed; it may have submitted the job")
+        if result.exit_status < 0:  # died of a signal (SIGPIPE when the SSH channel dropped): its answer was lost
+            raise ConnectivityError(f"{self.name}: the submit command died of signal {-result.exit_status}; it may "
+                                    "have submitted the job")
         return result
 
     def _staging_outcome(self, result: CommandResult, workdirs: list[str]) -> None:
