@@ -36,7 +36,7 @@ async def test_changed_limits_are_applied_to_the_running_reconciler_without_a_re
         await actor.declare([JobRequest("k", "local", JobSpec(executable="/bin/true"))])
         await actor.step()
         (row,) = await actor.rows()
-        assert (row["job_id"], row["waiting_reason"]) == (None, "CE in downtime")
+        assert (row.job_id, row.waiting_reason) == (None, "CE in downtime")
         assert (await actor.stats())["ce_load"] == {"local": {"queued": 0, "total": 0, "max_queued": 5,
                                                               "max_total": None, "in_downtime": True}}
         with pytest.raises(ConfigConflictError, match="poll_interval"):
@@ -44,7 +44,7 @@ async def test_changed_limits_are_applied_to_the_running_reconciler_without_a_re
         Intercede.start(settings, seam=seam)
         await actor.step()
         (row,) = await actor.rows()
-        assert row["job_id"] is not None and row["waiting_reason"] is None
+        assert row.job_id is not None and row.waiting_reason is None
     finally:
         actor.close()
 

@@ -109,22 +109,22 @@ async def test_downtime_stops_new_submits_while_monitoring_goes_on_and_lifting_i
     try:
         ic = Intercede.start(settings, seam=seam)
         await ic.declare([JobRequest(k, CE, sleep) for k in first], progress=False)
-        await _until(lambda: ic.rows_of(first), lambda rows: all(r["state"] == "Running" for r in rows), 60)
+        await _until(lambda: ic.rows_of(first), lambda rows: all(r.state == "Running" for r in rows), 60)
         down = _with_limits(settings, downtime=True)
         assert Intercede.start(down, seam=seam) is not None  # applied to the running reconciler, no restart
         await ic.declare([JobRequest(k, CE, TRUE) for k in held], progress=False)
         # Monitoring goes on: the running jobs are seen to their end while the CE is in downtime.
         rows = await ic.wait(first, timeout=60, progress=False)
-        assert {r["state"] for r in rows} == {"Done"}
+        assert {r.state for r in rows} == {"Done"}
         rows = await ic.rows_of(held)
-        assert all(r["job_id"] is None for r in rows), "nothing new was submitted during the downtime"
-        assert {r["waiting_reason"] for r in rows} == {"CE in downtime"}
+        assert all(r.job_id is None for r in rows), "nothing new was submitted during the downtime"
+        assert {r.waiting_reason for r in rows} == {"CE in downtime"}
         names = slurm.check(["sacct", "--noheader", "--parsable2", "--allocations", "--starttime=now-1days",
                              f"--name={','.join(held)}", "--format=JobName"], user=slurm.username)
         assert names.split() == [], "Slurm never saw the held-back jobs"
         Intercede.start(settings, seam=seam)  # downtime lifted
         rows = await ic.wait(held, timeout=120, progress=False)
-        assert {r["state"] for r in rows} == {"Done"} and all(r["waiting_reason"] is None for r in rows)
+        assert {r.state for r in rows} == {"Done"} and all(r.waiting_reason is None for r in rows)
     finally:
         await _stop(seam)
 
@@ -136,7 +136,7 @@ async def test_a_job_held_longer_than_max_held_is_cancelled_and_says_why(slurm: 
     try:
         ic = Intercede.start(settings, seam=seam)
         await ic.declare([JobRequest("held-1", CE, held), JobRequest("free-1", CE, TRUE)], progress=False)
-        rows = {r["key"]: r for r in await ic.wait(["held-1", "free-1"], timeout=120, progress=False)}
+        rows = {r.key: r for r in await ic.wait(["held-1", "free-1"], timeout=120, progress=False)}
         assert (rows["held-1"]["state"], rows["held-1"]["policy_reason"]) == \
             ("Aborted", "held longer than max_held (3 s)")
         assert (rows["free-1"]["state"], rows["free-1"]["policy_reason"]) == ("Done", None)
@@ -161,7 +161,7 @@ async def test_when_jobs_queue_up_at_the_resource_the_pending_count_there_stops_
         with QueueSampler(slurm) as sampler:
             await ic.declare([JobRequest(k, CE, wide) for k in keys], progress=False)
             rows = await ic.wait(keys, timeout=600, progress=False)
-        assert {r["state"] for r in rows} == {"Done"}
+        assert {r.state for r in rows} == {"Done"}
         assert max(sampler.samples) <= 10, f"at most 10 pending at the resource; samples: {sampler.samples}"
         assert max(sampler.samples) >= 7, f"the queue did fill up to the limit; samples: {sampler.samples}"
     finally:
@@ -213,14 +213,14 @@ async def test_500_jobs_with_max_queued_20_never_put_more_than_20_in_the_queue_a
             reasons: set[str] = set()
             while True:
                 rows = await ic.rows_of(keys[-50:])
-                reasons |= {r["waiting_reason"] for r in rows if r["waiting_reason"]}
-                if reasons or all(r["job_id"] for r in rows):
+                reasons |= {r.waiting_reason for r in rows if r.waiting_reason}
+                if reasons or all(r.job_id for r in rows):
                     break
                 await asyncio.sleep(0.2)
             rows = await ic.wait(keys, timeout=1300, progress=False)
             took = time.monotonic() - start
-        assert {r["state"] for r in rows} == {"Done"}, "every job completed"
-        assert all(r["permanent_error"] is None for r in rows), "none was failed by being held back"
+        assert {r.state for r in rows} == {"Done"}, "every job completed"
+        assert all(r.permanent_error is None for r in rows), "none was failed by being held back"
         assert max(sampler.samples) <= 20, f"at most 20 pending at the resource; samples: {sampler.samples}"
         assert len(sampler.samples) >= 10 and max(sampler.samples) > 0, "the sampler saw the queue working"
         assert reasons == {"CE full: 20/20 queued"}, "held-back keys say why they wait"

@@ -48,10 +48,10 @@ async def test_the_rows_and_the_notebook_table_carry_the_usage(tmp_path: Path) -
         ic = Intercede(seam, actor)
         await ic.declare([JobRequest("u1", "local", BUSY)], progress=False)
         (row,) = await ic.wait(["u1"], timeout=60, progress=False)
-        assert row["state"] == "Done" and row["usage"] is not None and row["usage"].cpu_seconds > 0
+        assert row.state == "Done" and row.usage is not None and row.usage.cpu_seconds > 0
         frame = jobs_frame([row])
-        assert frame.loc["u1", "node"] == row["usage"].node
-        assert frame.loc["u1", "cpu_seconds"] == pytest.approx(row["usage"].cpu_seconds)
-        assert frame.loc["u1", "ended_at"] == pd.Timestamp(row["usage"].ended_at)
+        assert frame.loc["u1", "node"] == row.usage.node
+        assert frame.loc["u1", "cpu_seconds"] == pytest.approx(row.usage.cpu_seconds)
+        assert frame.loc["u1", "ended_at"] == pd.Timestamp(row.usage.ended_at)
     finally:
         actor.close()

@@ -70,7 +70,7 @@ async def test_a_token_expiring_during_a_run_is_refreshed_and_no_job_fails(
             for i in range(2)]
     await ic.declare(jobs, progress=False)
     rows = await ic.wait([j.key for j in jobs], timeout=240, progress=False)
-    assert [(r["state"], r["exit_code"], r["permanent_error"]) for r in rows] == [("Done", 0, None)] * 2
+    assert [(r.state, r.exit_code, r.permanent_error) for r in rows] == [("Done", 0, None)] * 2
     assert len(minted) >= 3  # 40 s tokens, renewed 25 s before expiry, over a run of more than 50 s
     (health,) = await ic.ce_health()
     assert health.auth_problem == "" and health.poll_errors == 0  # every poll authenticated with a valid token
@@ -97,11 +97,11 @@ async def test_an_expired_token_holds_jobs_back_and_a_fresh_file_recovers_the_ce
     before = (await ic.stats())
     await _until("a few reconciler ticks", lambda: _ticked(ic, before))
     (row,) = await ic.rows_of(["held-1"])
-    assert (row["state"], row["job_id"], row["permanent_error"]) == (None, None, None)  # held back, not failed
+    assert (row.state, row.job_id, row.permanent_error) == (None, None, None)  # held back, not failed
 
     ce_stack.stack.scitoken("held-token", lifetime=600)  # someone renews the file
     rows = await ic.wait(["held-1"], timeout=120, progress=False)
-    assert [(r["state"], r["exit_code"]) for r in rows] == [("Done", 0)]
+    assert [(r.state, r.exit_code) for r in rows] == [("Done", 0)]
     (health,) = await ic.ce_health()
     assert health.auth_problem == ""
 

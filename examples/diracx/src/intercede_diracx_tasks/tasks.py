@@ -18,9 +18,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
-from intercede import Intercede, JobRequest, JobSpec
+from intercede import Intercede, JobRequest, JobSpec, KeyRow
 from intercede.errors import UnknownKeyError
 from intercede_diracx_tasks.store import FINAL, PilotStore
 
@@ -109,25 +108,27 @@ class CheckPilotsTask(PeriodicBaseTask):
         finished: list[str] = []
         collected: list[str] = []
         for row in await _rows(ctx, active):
-            key, state = row["key"], row["state"]
+            key, state = row.key, row.state
             if state is None:  # declared, not submitted yet
                 continue
             if state not in FINAL:
                 statuses[key] = state
-            elif row.get("collected"):  # the record turns final once the outputs are safe
+            elif row.collected:  # the record turns final once the outputs are safe
                 statuses[key] = state
                 collected.append(key)
             else:
                 finished.append(key)
-        if finished:
-            await ctx.intercede.collect(finished, ctx.outputs)
+        if finished:  # ask only: a later check pulls them once collected (a task never waits for outputs)
+            await ctx.intercede.collect(finished, ctx.outputs, wait=False)
+        if collected:  # the verified outputs, pulled to where this task runs, before the record turns final
+            await ctx.intercede.download(collected, ctx.outputs)
         await ctx.store.set_status(statuses)
         if collected:
             await ctx.intercede.forget(collected)
         return len(statuses)
 
 
-async def _rows(ctx: PilotContext, active: Mapping[str, str]) -> list[dict[str, Any]]:
+async def _rows(ctx: PilotContext, active: Mapping[str, str]) -> list[KeyRow]:
     try:
         return await ctx.intercede.rows_of(list(active))
     except UnknownKeyError:
