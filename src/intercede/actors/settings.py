@@ -58,6 +58,9 @@ class Settings(BaseModel):
     tick_interval: Seconds = 1.0
     purge_cancelled_after: float = Field(600.0, ge=0, allow_inf_nan=False)  # s a cancelled job's files are kept
     namespace: str = Field("intercede", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    # The Ray node id of the node whose disk holds data_dir (the SQLite journal); None: the node where
+    # Intercede.start runs. The reconciler runs, and is restarted, only there.
+    journal_node: str | None = Field(None, pattern=r"^[0-9a-f]{8,128}$")
     ce: list[Annotated[CEConfigBase, _InstalledKinds()]] = Field(default_factory=list)
 
     @model_validator(mode="after")
