@@ -21,7 +21,20 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
+from stacks.slurm_stack import SlurmStack
+from stacks.slurm_stack import start as start_slurm
+
 _LOCAL: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+
+
+@pytest.fixture(scope="session")
+def slurm_24_11() -> Iterator[SlurmStack]:
+    """A Slurm 24.11 stack (with sshd and slurmdbd) shared by the multi-node fault modules."""
+    stack = start_slurm("24.11")
+    try:
+        yield stack
+    finally:
+        stack.stop()
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,22 +35,12 @@ from intercede.actors.settings import Settings
 from intercede.errors import ConnectivityError
 from intercede.reconcile import Phase
 from stacks.slurm_stack import SlurmStack
-from stacks.slurm_stack import start as start_slurm
 from tests.faults.conftest import Placement, RayNodes, await_placement, placement, stop_actors
 from tests.faults.test_outages import _job, _settings
 
 pytestmark = pytest.mark.faults
 
 ROOT = Path(__file__).parents[2]
-
-
-@pytest.fixture(scope="module")
-def slurm() -> Iterator[SlurmStack]:
-    stack = start_slurm("24.11")
-    try:
-        yield stack
-    finally:
-        stack.stop()
 
 
 async def until(what: str, predicate: Callable[[], Awaitable[bool]], timeout: float,
@@ -174,14 +164,14 @@ async def test_a_sqlite_reconciler_whose_node_is_lost_is_not_restarted_elsewhere
 
 
 async def test_a_hung_ce_actor_on_one_node_delays_only_its_own_ce_on_slurm_24_11(
-        nodes: RayNodes, slurm: SlurmStack, tmp_path: Path) -> None:
+        nodes: RayNodes, slurm_24_11: SlurmStack, tmp_path: Path) -> None:
     namespace = f"mn-hung-{uuid.uuid4().hex[:8]}"
-    (template,) = _settings(slurm, tmp_path, namespace).ce
+    (template,) = _settings(slurm_24_11, tmp_path, namespace).ce
     ces = [template.model_copy(update={"name": n, "root": f"{template.root}-{n}"}) for n in ("a", "b")]
-    settings = _settings(slurm, tmp_path, namespace).model_copy(update={"ce": ces})
+    settings = _settings(slurm_24_11, tmp_path, namespace).model_copy(update={"ce": ces})
     seam = RaySeam(namespace, options={ce_actor_name("a"): nodes.on("worker-1"),
                                        ce_actor_name("b"): nodes.on("worker-2")}, timeout=10.0)
-    resource = Resource(slurm, namespace)
+    resource = Resource(slurm_24_11, namespace)
     outputs = tmp_path / "out"
     a_keys, b_keys = [f"{namespace}-a{i}" for i in range(3)], [f"{namespace}-b{i}" for i in range(3)]
     stopped = 0
@@ -241,10 +231,10 @@ DRIVER = "import asyncio, sys; from tests.faults.test_multinode import drive; as
 
 
 async def test_a_reconciler_killed_after_its_driver_exited_is_restarted_by_ray_and_resumes_on_slurm_24_11(
-        nodes: RayNodes, slurm: SlurmStack, tmp_path: Path) -> None:
+        nodes: RayNodes, slurm_24_11: SlurmStack, tmp_path: Path) -> None:
     namespace = f"mn-restart-{uuid.uuid4().hex[:8]}"
-    settings = _settings(slurm, tmp_path, namespace)
-    resource = Resource(slurm, namespace)
+    settings = _settings(slurm_24_11, tmp_path, namespace)
+    resource = Resource(slurm_24_11, namespace)
     outputs = tmp_path / "out"
     keys = [f"{namespace}-{i}" for i in range(8)]
     seam = RaySeam(namespace)
