@@ -48,7 +48,7 @@ from intercede.actors.seam import RaySeam, Seam
 from intercede.actors.settings import Settings
 from intercede.errors import UnknownKeyError
 from intercede.model import JobSpec, JobState, JobStatus
-from intercede.reconcile import Journal, KeyRow, Phase, Reconciler, RetryPolicy
+from intercede.reconcile import KeyRow, Phase, Reconciler, RetryPolicy, open_journal
 from intercede.reconcile.gateway import CEGateway
 
 __all__ = ["ActionRecord", "JobRequest", "ReconcilerActor", "Until", "ce_actor_name", "reconciler_name", "settled"]
@@ -115,7 +115,8 @@ class ReconcilerActor:
             gateways[name] = CrashingGateway(gateway, fault_plan) if fault_plan else gateway
         self._budget = {c.name: c.submits_per_tick for c in settings.ce}
         policy = RetryPolicy(purge_cancelled_after=settings.purge_cancelled_after)
-        self.reconciler = Reconciler(Journal(settings.journal_path), gateways, policy=policy)
+        journal = open_journal(settings.journal_location, passfile=settings.journal_passfile)
+        self.reconciler = Reconciler(journal, gateways, policy=policy)
         self._cursors: dict[str, tuple[str, int]] = {name: ("", 0) for name in self._ces}
         # The ids each CE actor was last told to track (valid for the instance of the cursor's epoch only).
         self._told: dict[str, set[str]] = {name: set() for name in self._ces}

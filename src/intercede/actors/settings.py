@@ -4,6 +4,8 @@
 
     data_dir = "/var/lib/intercede"    # journal, outputs; default ./intercede-data
     tick_interval = 1.0
+    # journal = "postgresql://intercede@db.example.org:5432/intercede"   # default: <data_dir>/journal.sqlite
+    # journal_passfile = "/etc/intercede/pgpass"                        # libpq password file, mode 0600
 
     [[ce]]
     kind = "batch"                     # batch | htcondor | htcondor-ce | arc | any kind a package registers
@@ -14,6 +16,13 @@
 Each ``[[ce]]`` entry is validated against the kinds installed (:func:`intercede.backends.registry.ce_kinds`); see
 :mod:`intercede.backends.registry` for each kind's fields. :func:`load_settings` reports every mistake field by field,
 naming the file, the CE (its name, else its position) and the field.
+
+The journal (:func:`intercede.reconcile.open_journal`): by default an SQLite file under ``data_dir``, which only the
+node holding the file can open. ``journal = "postgresql://user@host:port/dbname"`` puts it in a PostgreSQL database
+instead, so a reconciler restarted on any node finds it (:mod:`intercede.reconcile.journal_postgres`); any other
+value is the path of an SQLite file. The password is never in the config (a URL with one is refused): it is read by
+libpq from ``journal_passfile`` (libpq's ``host:port:dbname:user:password`` format, mode 0600), else from
+``PGPASSFILE`` or ``~/.pgpass`` of the reconciler's user on its node.
 """
 
 from __future__ import annotations
@@ -31,12 +40,14 @@ from pydantic import (
     Field,
     GetCoreSchemaHandler,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_core import CoreSchema
 
 from intercede.backends.registry import BatchConfig, CEConfigBase, ConfigPath, Seconds, ce_union_type, kind_tags
 from intercede.errors import InvalidSpecError
+from intercede.reconcile.journals import is_postgres
 
 __all__ = ["Settings", "default_job_root", "load_settings"]
 
@@ -52,7 +63,9 @@ class Settings(BaseModel):
     """Where the journal lives, how often the reconciler ticks, and the CEs."""
 
     # defer_build: the union of CE kinds is built from the entry points at the first validation, not at import.
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    # hide_input_in_errors: a ValidationError's text would quote a journal URL, password and all
+    # (load_settings quotes scalar inputs itself, never the journal's).
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True, hide_input_in_errors=True)
 
     data_dir: ConfigPath = Path("intercede-data")
     tick_interval: Seconds = 1.0
@@ -62,6 +75,38 @@ class Settings(BaseModel):
     # Intercede.start runs. The reconciler runs, and is restarted, only there.
     journal_node: str | None = Field(None, pattern=r"^[0-9a-f]{8,128}$")
     ce: list[Annotated[CEConfigBase, _InstalledKinds()]] = Field(default_factory=list)
+    # None: <data_dir>/journal.sqlite; "postgresql://user@host:port/dbname": PostgreSQL; else an SQLite file's path.
+    journal: str | None = Field(None, min_length=1)
+    journal_passfile: ConfigPath | None = None  # the PostgreSQL journal's libpq password file (mode 0600)
+
+    @field_validator("journal")
+    @classmethod
+    def _journal_location(cls, journal: str | None) -> str | None:
+        if journal is None:
+            return None
+        if "\0" in journal:
+            raise ValueError("must not contain a NUL character")
+        if not is_postgres(journal):
+            return journal
+        try:
+            from psycopg import conninfo
+        except ImportError:
+            raise ValueError("a PostgreSQL journal needs psycopg: pip install 'intercede[service]'") from None
+        try:
+            params = conninfo.conninfo_to_dict(journal)
+        except Exception:  # noqa: BLE001 - libpq's message may quote the URL; say what to write instead
+            raise ValueError("not a valid PostgreSQL URL; write postgresql://user@host:port/dbname") from None
+        if params.get("password"):
+            raise ValueError("a password in the journal URL is refused (a config file is copied and shown): put it "
+                             "in a password file named by journal_passfile (libpq's host:port:dbname:user:password "
+                             "format, mode 0600), or PGPASSFILE")
+        return journal
+
+    @model_validator(mode="after")
+    def _passfile_for_postgres(self) -> Settings:
+        if self.journal_passfile is not None and not (self.journal is not None and is_postgres(self.journal)):
+            raise ValueError("journal_passfile is only for a PostgreSQL journal (journal = \"postgresql://...\")")
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
@@ -87,7 +132,15 @@ class Settings(BaseModel):
 
     @property
     def journal_path(self) -> Path:
+        """Where the default SQLite journal lives (under ``data_dir``)."""
         return self.data_dir / "journal.sqlite"
+
+    @property
+    def journal_location(self) -> str | Path:
+        """What :func:`~intercede.reconcile.open_journal` opens: the PostgreSQL URL, or the SQLite file's path."""
+        if self.journal is None:
+            return self.journal_path
+        return self.journal if is_postgres(self.journal) else Path(self.journal)
 
     @classmethod
     def embedded(cls, data_dir: Path = Path("intercede-data"), *, job_root: Path | None = None) -> Settings:
@@ -172,6 +225,8 @@ def _where(loc: tuple[int | str, ...], data: Mapping[str, Any]) -> str:
 def _got(err: Any) -> str:
     # Scalars only: a table's repr would drown the message (and the field itself is named already).
     value = err.get("input")
+    if err["loc"] and err["loc"][0] == "journal":  # a URL may hold a password: never echo it
+        return ""
     if err.get("type") == "missing" or isinstance(value, dict | list) or value is None:
         return ""
     return f" (got {value!r})"

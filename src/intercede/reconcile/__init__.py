@@ -8,6 +8,8 @@ from intercede.reconcile.diff import Plan, apply_success, decide, diff, plan, wa
 from intercede.reconcile.executor import Executor
 from intercede.reconcile.gateway import CEGateway
 from intercede.reconcile.journal import Journal
+from intercede.reconcile.journal_store import JournalStore
+from intercede.reconcile.journals import open_journal
 from intercede.reconcile.policy import RetryPolicy
 from intercede.reconcile.reconciler import KeyRow, Reconciler
 from intercede.reconcile.state import (
@@ -40,6 +42,7 @@ __all__ = [
     "Fetch",
     "Forget",
     "Journal",
+    "JournalStore",
     "KeyRow",
     "ManifestConflictError",
     "ManifestMismatchError",
@@ -57,6 +60,7 @@ __all__ = [
     "apply_success",
     "decide",
     "diff",
+    "open_journal",
     "plan",
     "validate_key",
     "verify_manifest",

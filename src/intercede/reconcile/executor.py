@@ -41,7 +41,7 @@ from functools import partial
 from intercede.errors import ConnectivityError, JournalError
 from intercede.reconcile.clock import Clock
 from intercede.reconcile.gateway import CEGateway, TaggedJobs
-from intercede.reconcile.journal import Journal
+from intercede.reconcile.journal_store import JournalStore
 from intercede.reconcile.policy import RetryPolicy
 from intercede.reconcile.state import Action, Adopt, Cancel, Fetch, Forget, Progress, Purge, Submit
 from intercede.reconcile.tracker import ReconcileState
@@ -64,7 +64,7 @@ class Executor:
     result in the journal and mirroring it into the working set. ``gateways`` is shared with the owner, which may
     add gateways later."""
 
-    def __init__(self, journal: Journal, state: ReconcileState, gateways: MutableMapping[str, CEGateway],
+    def __init__(self, journal: JournalStore, state: ReconcileState, gateways: MutableMapping[str, CEGateway],
                  policy: RetryPolicy, clock: Clock, *, concurrency: int, chunk: int) -> None:
         if concurrency < 1 or chunk < 1:
             raise ValueError("concurrency and chunk must be at least 1")

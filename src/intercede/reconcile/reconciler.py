@@ -21,7 +21,8 @@ from intercede.model import JobSpec, JobState, JobStatus
 from intercede.reconcile.clock import Clock, SystemClock
 from intercede.reconcile.executor import Executor
 from intercede.reconcile.gateway import CEGateway
-from intercede.reconcile.journal import Journal, spec_to_json
+from intercede.reconcile.journal_rows import spec_to_json
+from intercede.reconcile.journal_store import JournalStore
 from intercede.reconcile.policy import RetryPolicy
 from intercede.reconcile.state import Action, Desired, Observation, Phase, Progress
 from intercede.reconcile.tracker import ReconcileState
@@ -87,7 +88,7 @@ class Reconciler:
     bulk call (find_by_tag, cancel, purge).
     """
 
-    def __init__(self, journal: Journal, gateways: Mapping[str, CEGateway], *, policy: RetryPolicy | None = None,
+    def __init__(self, journal: JournalStore, gateways: Mapping[str, CEGateway], *, policy: RetryPolicy | None = None,
                  clock: Clock | None = None, concurrency: int = 32, chunk: int = 500) -> None:
         self._journal = journal
         self._gateways: dict[str, CEGateway] = dict(gateways)

@@ -1,4 +1,5 @@
-"""The SQLite journal: round trips, refusals, and failing whole (read-only, full disk, corruption)."""
+"""What only the SQLite journal has: its files (modes, WAL, secrets gone from the bytes) and failing whole on a
+read-only or full disk or a corrupt file; its schema upgrade. The contract both journals keep is test_journal.py."""
 
 from __future__ import annotations
 
@@ -11,26 +12,18 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
 from intercede.errors import InvalidSpecError, JournalError
-from intercede.model import Copy, JobSpec, JobState, JobStatus, ManifestEntry, OutputManifest, Resources
-from intercede.reconcile import Desired, Journal, Observation, Phase, Progress
+from intercede.model import Copy
+from intercede.reconcile import Desired, Journal, Progress
 from intercede.reconcile.journal import spec_to_json
+from tests.journal.conftest import SPEC
 
-pytestmark = pytest.mark.actors
-
-SPEC = JobSpec(
-    executable="run.sh",
-    arguments=["--n", "3"],
-    environment={"MODE": "fast"},
-    resources=Resources(cores=4, memory_mb=2048, wall_time=timedelta(hours=2), queue="short"),
-    copies=[Copy(variables={"SEED": "7"}, secrets={"TOKEN": SecretStr("s3cr3t-value")})],
-)
+pytestmark = pytest.mark.journal
 
 
 @pytest.fixture
@@ -50,127 +43,6 @@ def _consistent(path: Path) -> tuple[dict[str, Desired], dict[str, Progress]]:
         desired, progress = j.load()
     assert set(desired) == set(progress)
     return desired, progress
-
-
-# ---- round trips
-
-
-def test_a_reopened_journal_loads_every_declaration_and_every_progress_field(path: Path) -> None:
-    manifest = OutputManifest(job_id="42", destination=Path("/data/out/k1"),
-                              files=[ManifestEntry(name="stdout.txt", size=3, sha256="ab" * 32)], missing=["x.root"])
-    with Journal(path) as j:
-        j.declare(Desired("k1", "ce-a", SPEC))
-        j.declare(Desired("k2", "ce-b", SPEC, Phase.COLLECTED, Path("/data/out/k2")))
-        j.record_submit_intent("k1")
-        j.record_job_id("k1", "42")
-        j.record_observation("k1", JobStatus(job_id="42", state=JobState.DONE, native_state="COMPLETED",
-                                             exit_code=3, reason="exit 3"), seen_at=100.5)
-        j.record_cancel_sent("k1", 101.0)
-        j.record_manifest("k1", manifest)
-        j.record_purged("k1")
-        j.record_error("k2", "submit: ConnectivityError: refused", permanent=False, next_attempt_at=200.0,
-                       attempts=3)
-        written = {"k1": j.progress("k1"), "k2": j.progress("k2")}
-    desired, progress = _consistent(path)
-    # k1 has a job id, so its secrets were scrubbed (only their names stay); k2 may still be submitted.
-    scrubbed = SPEC.model_copy(update={"copies": [Copy(variables={"SEED": "7"}, secrets={"TOKEN": SecretStr("")})]})
-    assert desired == {"k1": Desired("k1", "ce-a", scrubbed),
-                       "k2": Desired("k2", "ce-b", SPEC, Phase.COLLECTED, Path("/data/out/k2"))}
-    assert desired["k2"].spec.copies[0].secrets["TOKEN"].get_secret_value() == "s3cr3t-value"
-    assert progress == written
-    assert progress["k1"] == Progress(job_id="42", submit_intent=True, state=JobState.DONE, native_state="COMPLETED",
-                                      exit_code=3, reason="exit 3", last_seen=100.5, cancel_sent_at=101.0,
-                                      manifest=manifest, purged=True)
-    assert progress["k2"].attempts == 3 and progress["k2"].next_attempt_at == 200.0
-    assert progress["k2"].permanent_error is None
-
-
-def test_secrets_are_stored_revealed_so_a_resubmit_after_a_restart_still_has_them(path: Path) -> None:
-    with Journal(path) as j:
-        j.declare(Desired("k1", "ce", SPEC))
-    desired, _ = _consistent(path)
-    assert desired["k1"].spec.copies[0].secrets["TOKEN"].get_secret_value() == "s3cr3t-value"
-    raw = sqlite3.connect(path).execute("SELECT spec FROM desired").fetchone()[0]
-    assert "s3cr3t-value" in raw and "**********" not in raw
-
-
-def test_each_record_returns_the_progress_it_wrote(journal: Journal) -> None:
-    journal.declare(Desired("k", "ce", SPEC))
-    assert journal.record_submit_intent("k") == journal.progress("k") == Progress(submit_intent=True)
-    assert journal.clear_submit_intent("k") == Progress()
-
-
-def test_an_observation_never_moves_the_recorded_state_backwards(journal: Journal) -> None:
-    journal.declare(Desired("k", "ce", SPEC))
-    journal.record_observation("k", JobStatus(job_id="1", state=JobState.RUNNING), seen_at=1.0)
-    after = journal.record_observation("k", JobStatus(job_id="1", state=JobState.WAITING), seen_at=2.0)
-    assert (after.state, after.last_seen) == (JobState.RUNNING, 2.0)
-
-
-def test_observations_in_bulk_are_written_whole_or_not_at_all(journal: Journal) -> None:
-    journal.declare(Desired("k", "ce", SPEC))
-    with pytest.raises(KeyError):
-        journal.record_observations([Observation("k", JobStatus(job_id="1", state=JobState.RUNNING)),
-                                     Observation("nope", JobStatus(job_id="2", state=JobState.RUNNING))], 5.0)
-    assert journal.progress("k").state is None
-
-
-def test_a_batch_writes_all_its_records_in_one_transaction_or_none(path: Path, journal: Journal) -> None:
-    journal.declare(Desired("a", "ce", SPEC))
-    journal.declare(Desired("b", "ce", SPEC))
-    with journal.batch():
-        journal.record_submit_intent("a", "att-a")
-        journal.record_job_id("b", "7")
-        reader = sqlite3.connect(path)  # another connection sees nothing before the batch ends
-        assert reader.execute("SELECT count(*) FROM progress WHERE job_id IS NOT NULL").fetchone()[0] == 0
-        reader.close()
-    assert journal.progress("a").submit_attempts == ("att-a",) and journal.progress("b").job_id == "7"
-    with pytest.raises(KeyError), journal.batch():
-        journal.record_submit_intent("a", "att-2")
-        journal.record_job_id("nope", "8")
-    assert journal.progress("a").submit_attempts == ("att-a",)  # the failed batch left nothing behind
-
-
-# ---- declarations
-
-
-def test_declaring_the_same_key_and_spec_again_changes_nothing(journal: Journal) -> None:
-    journal.declare(Desired("k", "ce", SPEC))
-    journal.set_phase("k", Phase.CANCELLED)
-    again = journal.declare(Desired("k", "ce", SPEC.model_copy()))
-    assert again.phase is Phase.CANCELLED
-    assert journal.load()[0] == {"k": Desired("k", "ce", SPEC, Phase.CANCELLED)}
-
-
-def test_declaring_a_key_again_with_a_different_spec_is_refused_naming_the_key(journal: Journal) -> None:
-    journal.declare(Desired("wms.17", "ce", SPEC))
-    other = SPEC.model_copy(update={"copies": [Copy(secrets={"TOKEN": SecretStr("another")})]})
-    with pytest.raises(InvalidSpecError, match=r"'wms\.17'.*different spec"):
-        journal.declare(Desired("wms.17", "ce", other))
-    with pytest.raises(InvalidSpecError, match=r"'wms\.17'.*CE 'ce'"):
-        journal.declare(Desired("wms.17", "other-ce", SPEC))
-    assert journal.load()[0]["wms.17"].spec == SPEC
-
-
-def test_collecting_without_a_destination_is_refused_and_nothing_changes(journal: Journal) -> None:
-    journal.declare(Desired("k", "ce", SPEC))
-    with pytest.raises(InvalidSpecError, match="destination"):
-        journal.set_phase("k", Phase.COLLECTED)
-    assert journal.load()[0]["k"].phase is Phase.RUNNING
-
-
-def test_records_for_an_undeclared_key_raise_key_error(journal: Journal) -> None:
-    with pytest.raises(KeyError):
-        journal.record_job_id("ghost", "1")
-    with pytest.raises(KeyError):
-        journal.set_phase("ghost", Phase.CANCELLED)
-
-
-def test_forget_removes_the_key_and_is_idempotent(journal: Journal) -> None:
-    journal.declare(Desired("k", "ce", SPEC))
-    journal.forget("k")
-    journal.forget("k")
-    assert journal.load() == ({}, {})
 
 
 # ---- the file
@@ -202,18 +74,6 @@ def test_the_journal_runs_in_wal_mode_with_full_sync(journal: Journal) -> None:
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
-def test_a_second_owner_of_the_same_journal_is_refused(journal: Journal, path: Path) -> None:
-    with pytest.raises(JournalError, match="only one reconciler"):
-        Journal(path)
-    journal.close()
-    Journal(path).close()  # released on close
-
-
-def test_a_closed_journal_raises_journal_error(journal: Journal) -> None:
-    journal.close()
-    journal.close()
-    with pytest.raises(JournalError, match="closed"):
-        journal.load()
 
 
 def test_a_journal_in_a_missing_directory_raises_journal_error(tmp_path: Path) -> None:
@@ -314,15 +174,6 @@ def test_a_corrupt_journal_raises_journal_error_saying_what_to_do(path: Path) ->
     with pytest.raises(JournalError, match="corrupt"):
         Journal(path)
 
-
-def test_a_journal_from_a_newer_intercede_is_refused(path: Path) -> None:
-    Journal(path).close()
-    sqlite3.connect(path).execute("PRAGMA user_version = 99").connection.close()
-    with pytest.raises(JournalError, match="upgrade intercede"):
-        Journal(path)
-
-
-# ---- secrets do not outlive their job (issue 14, item 3)
 
 
 def _journal_bytes(path: Path) -> bytes:
