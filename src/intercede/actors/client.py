@@ -55,12 +55,12 @@ class Intercede:
         """Start the named actors for ``settings`` (the reconciler starts its loop itself), or join them if they run
         already with the same settings.
 
-        The reconciler is placed on the node that holds its SQLite journal: ``settings.journal_node``, by default
-        the Ray node this process runs on (NodeAffinitySchedulingStrategy, soft=False). Ray restarts it only there;
-        if that node is lost the reconciler is not started anywhere else (it would open an empty journal): calls to
+        With the SQLite journal the reconciler is placed on the node that holds the file (``settings.journal_node``,
+        by default the Ray node this process runs on), with NodeAffinitySchedulingStrategy(soft=False): Ray restarts
+        it only there; if that node is lost the reconciler is not started anywhere else (it would open an empty journal): calls to
         it raise :class:`ConnectivityError` until the node is back and ``start`` runs there again. Options the seam
         was given for the reconciler replace this placement. :class:`InvalidSpecError` if ``journal_node`` is not a
-        live node.
+        live node. With a PostgreSQL journal Ray may start and restart it on any node.
 
         If the running intercede has other settings, :class:`ConfigConflictError` names what differs and nothing
         changes: a new configuration is never silently ignored. With ``replace`` the running reconciler is stopped
@@ -82,7 +82,7 @@ class Intercede:
         # The SQLite journal is a file on one node's disk: the reconciler runs there and Ray restarts it only there
         # (elsewhere it would open an empty journal). The reconciler starts its CE actors through this same seam (in
         # process, or shipped to its Ray actor with its placement options and timeout).
-        node = settings.journal_node or seam.node()
+        node = (settings.journal_node or seam.node()) if settings.journal_on_a_node else None
         placed = seam.pinned(reconciler_name(), node) if node is not None else seam
         handle = placed.start(ReconcilerActor, reconciler_name(), settings, seam=placed, fault_plan=fault_plan)
         return cls(seam, handle)

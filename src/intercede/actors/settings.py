@@ -109,6 +109,13 @@ class Settings(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _journal_node_for_sqlite(self) -> Settings:
+        if self.journal_node is not None and not self.journal_on_a_node:
+            raise ValueError("journal_node is only for an SQLite journal (a PostgreSQL journal is reachable from "
+                             "every node, so the reconciler may run on any)")
+        return self
+
+    @model_validator(mode="after")
     def _unique_names(self) -> Settings:
         names = [c.name for c in self.ce]
         if len(set(names)) != len(names):
@@ -134,6 +141,11 @@ class Settings(BaseModel):
     def journal_path(self) -> Path:
         """Where the default SQLite journal lives (under ``data_dir``)."""
         return self.data_dir / "journal.sqlite"
+
+    @property
+    def journal_on_a_node(self) -> bool:
+        """Whether the journal is a file on one node's disk (SQLite): then the reconciler runs only there."""
+        return self.journal is None or not is_postgres(self.journal)
 
     @property
     def journal_location(self) -> str | Path:
