@@ -52,6 +52,7 @@ def _in_flight(pg: PostgresStack, dbname: str, submits: list[str], fetches: list
     with pg.connect(dbname) as conn:
         rows = {k: (intent, job_id, manifest) for k, intent, job_id, manifest in conn.execute(
             "SELECT key, submit_intent, job_id, manifest FROM progress WHERE key = ANY(%s)", (submits + fetches,))}
+    print(rows)
     return (all(rows.get(k, (0, None, None))[:2] == (1, None) for k in submits)
             and all(k in rows and rows[k][2] is None for k in fetches))
 
@@ -61,8 +62,10 @@ async def test_the_reconcilers_node_dies_mid_submits_and_fetches_and_it_resumes_
     slurm = frozen_sessions
     namespace = f"mn-pg-{uuid.uuid4().hex[:8]}"
     dsn = postgres.new_database()
+    # Ticks 2 s apart when idle: the collect and the declare below, made right after a tick, land in the same next
+    # tick, so its fetches and submits are in flight together.
     settings = _settings(slurm, tmp_path, namespace).model_copy(
-        update={"journal": dsn, "journal_passfile": postgres.passfile})
+        update={"journal": dsn, "journal_passfile": postgres.passfile, "tick_interval": 2.0})
     seam = RaySeam(namespace, options={reconciler_name(): nodes.preferably_on("worker-1", "worker-2"),
                                        ce_actor_name(CE): nodes.on("head")})
     resource = Resource(slurm, namespace)
@@ -78,6 +81,11 @@ async def test_the_reconcilers_node_dies_mid_submits_and_fetches_and_it_resumes_
         first_node = nodes.name_of(before.node)
 
         slurm.check(["pkill", "-STOP", "-x", SESSIONS])
+        ticks = (await ic.stats())["ticks"]
+
+        async def ticked() -> bool:
+            return bool((await ic.stats())["ticks"] > ticks)
+        await until("an idle tick", ticked, 30)
         await ic.collect(fetches, outputs)
         await ic.declare(requests(submits, CE, resource.ledger, outputs, 0.5), progress=False)
         dbname = dsn.rsplit("/", 1)[1]

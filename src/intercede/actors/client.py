@@ -59,8 +59,8 @@ class Intercede:
         by default the Ray node this process runs on), with NodeAffinitySchedulingStrategy(soft=False): Ray restarts
         it only there; if that node is lost the reconciler is not started anywhere else (it would open an empty
         journal): calls to it raise :class:`ConnectivityError` until the node is back and ``start`` runs there
-        again. Options the seam was given for the reconciler replace this placement. :class:`InvalidSpecError` if ``journal_node`` is not a
-        live node. With a PostgreSQL journal Ray may start and restart it on any node.
+        again. Options the seam was given for the reconciler replace this placement. :class:`InvalidSpecError` if
+        ``journal_node`` is not a live node. With a PostgreSQL journal Ray may start and restart it on any node.
 
         If the running intercede has other settings, :class:`ConfigConflictError` names what differs and nothing
         changes: a new configuration is never silently ignored. With ``replace`` the running reconciler is stopped
