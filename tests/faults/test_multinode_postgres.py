@@ -52,7 +52,6 @@ def _in_flight(pg: PostgresStack, dbname: str, submits: list[str], fetches: list
     with pg.connect(dbname) as conn:
         rows = {k: (intent, job_id, manifest) for k, intent, job_id, manifest in conn.execute(
             "SELECT key, submit_intent, job_id, manifest FROM progress WHERE key = ANY(%s)", (submits + fetches,))}
-    print(rows)
     return (all(rows.get(k, (0, None, None))[:2] == (1, None) for k in submits)
             and all(k in rows and rows[k][2] is None for k in fetches))
 
