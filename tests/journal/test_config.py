@@ -79,3 +79,12 @@ async def test_the_reconciler_actor_journals_where_the_settings_say(postgres: Po
         actor.close()
     with PostgresJournal(dsn, passfile=postgres.passfile) as again:  # closing the actor released the journal
         assert set(again.load()[0]) == {"k"}
+
+
+def test_journal_node_is_for_the_sqlite_journal_only(tmp_path: Path) -> None:
+    node = "ab" * 28
+    assert load_settings(_config(tmp_path, f'journal_node = "{node}"\n')).journal_on_a_node
+    with pytest.raises(InvalidSpecError, match="journal_node is only for an SQLite journal"):
+        load_settings(_config(tmp_path, f'journal = "postgresql://intercede@db:5432/j"\njournal_node = "{node}"\n'))
+    with pytest.raises(InvalidSpecError, match="journal_node"):
+        load_settings(_config(tmp_path, 'journal_node = "not a node id"\n'))

@@ -64,6 +64,13 @@ class Intercede:
         """Start the named actors for ``settings`` (the reconciler starts its loop itself), or join them if they run
         already with the same settings.
 
+        With the SQLite journal the reconciler is placed on the node that holds the file (``settings.journal_node``,
+        by default the Ray node this process runs on), with NodeAffinitySchedulingStrategy(soft=False): Ray restarts
+        it only there; if that node is lost the reconciler is not started anywhere else (it would open an empty
+        journal): calls to it raise :class:`ConnectivityError` until the node is back and ``start`` runs there
+        again. Options the seam was given for the reconciler replace this placement. :class:`InvalidSpecError` if
+        ``journal_node`` is not a live node. With a PostgreSQL journal Ray may start and restart it on any node.
+
         If the running intercede differs only in CE limits (``max_queued``, ``downtime``, ...: see
         :data:`~intercede.backends.registry.LIMIT_FIELDS`), the new limits are applied to it at once, without a
         restart. If it has other settings, :class:`ConfigConflictError` names what differs and nothing
@@ -85,9 +92,12 @@ class Intercede:
                 if not replace:
                     raise ConfigConflictError(_conflict(current, settings))
                 _stop(seam, running, current, settings)
-        # The reconciler starts its CE actors through this same seam (in process, or shipped to its Ray actor with
-        # its placement options and timeout).
-        handle = seam.start(ReconcilerActor, reconciler_name(), settings, seam=seam, fault_plan=fault_plan)
+        # The SQLite journal is a file on one node's disk: the reconciler runs there and Ray restarts it only there
+        # (elsewhere it would open an empty journal). The reconciler starts its CE actors through this same seam (in
+        # process, or shipped to its Ray actor with its placement options and timeout).
+        node = (settings.journal_node or seam.node()) if settings.journal_on_a_node else None
+        placed = seam.pinned(reconciler_name(), node) if node is not None else seam
+        handle = placed.start(ReconcilerActor, reconciler_name(), settings, seam=placed, fault_plan=fault_plan)
         return cls(seam, handle)
 
     @classmethod

@@ -3,6 +3,12 @@
 The actor starts its own loop when it is constructed (as Ray Serve's controller does): Ray re-runs ``__init__``
 after every restart it performs, so the loop resumes from the journal with no caller keeping it alive.
 
+The SQLite journal is a file on one node's disk, so :meth:`Intercede.start <intercede.actors.client.Intercede.start>`
+places this actor on that node (``Settings.journal_node``, by default the node ``start`` runs on) with a hard node
+affinity: a restart can only happen there. If that node is lost, Ray does not restart the actor anywhere else (that
+would open an empty journal): the service is down, its jobs go on at their CEs, and it resumes from the file once the
+node is back and ``Intercede.start`` (``intercede serve``) runs there again.
+
 Each step pulls what changed from every CE actor, all at once (one cheap call each: the CE actors poll the resources
 on their own schedule), feeds it to the reconciler, tells each CE actor which ids to start and stop tracking (it
 tracks those not yet terminal: a job whose final state is recorded stops being polled), then runs one reconcile tick.
@@ -93,7 +99,8 @@ Pull = tuple[str, int, list[JobStatus], bool]
 
 
 class ReconcilerActor:
-    """Owns the journal and drives every CE actor; see the module docstring.
+    """Owns the journal and drives every CE actor; see the module docstring. With the SQLite journal it runs, and is
+    restarted, only on the node that holds the file.
 
     With ``start`` (the default) the loop is started on the running event loop at construction: the actor's own
     under Ray, the caller's with :class:`LocalSeam`. ``start=False`` leaves stepping to the caller (tests).

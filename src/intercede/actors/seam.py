@@ -19,9 +19,10 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import ActorUnschedulableError, GetTimeoutError, RayActorError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from intercede.errors import ConnectivityError, TimeoutError
+from intercede.errors import ConnectivityError, InvalidSpecError, TimeoutError
 
 __all__ = ["DEFAULT_TIMEOUT", "LocalSeam", "RaySeam", "Seam"]
 
@@ -61,6 +62,17 @@ class Seam(Protocol):
 
     def spawn(self, handle: Any, method: str) -> None:
         """Start the long-running ``handle.method()`` without waiting for it."""
+
+    def node(self) -> str | None:
+        """The Ray node id of this process (None in process: there are no nodes)."""
+
+    def pinned(self, name: str, node: str) -> Seam:
+        """This seam, but the actor ``name`` runs only on the Ray node ``node``: created there, and restarted only
+        there. :class:`InvalidSpecError` if no live node has that id."""
+
+
+# ActorDiedError, ActorUnavailableError; and an actor pinned to a node that is gone (not a RayActorError in Ray 2.60).
+_GONE = (RayActorError, ActorUnschedulableError)
 
 
 def _lost(method: str, exc: BaseException, *, may_have_run: bool) -> ConnectivityError:
@@ -118,7 +130,7 @@ class RaySeam:
                 ray.cancel(ref)
             maybe = "; it may still run" if may_have_run else ""
             raise TimeoutError(f"actor call {method!r} got no answer within {deadline:g} s{maybe}") from exc
-        except RayActorError as exc:  # ActorDiedError, ActorUnavailableError
+        except _GONE as exc:
             raise _lost(method, exc, may_have_run=may_have_run) from exc
 
     async def call(self, handle: Any, method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
@@ -138,7 +150,7 @@ class RaySeam:
             return ray.get(getattr(handle, method).remote(*args), timeout=deadline)
         except GetTimeoutError as exc:
             raise TimeoutError(f"actor call {method!r} got no answer within {deadline:g} s") from exc
-        except RayActorError as exc:
+        except _GONE as exc:
             raise _lost(method, exc, may_have_run=False) from exc
 
     def kill(self, handle: Any, *, restart: bool = False) -> None:
@@ -147,6 +159,22 @@ class RaySeam:
     def spawn(self, handle: Any, method: str) -> None:
         # Fire and forget: Ray keeps running the call; its result is never read.
         getattr(handle, method).remote()
+
+    def node(self) -> str | None:
+        node: str = ray.get_runtime_context().get_node_id()
+        return node
+
+    def pinned(self, name: str, node: str) -> RaySeam:
+        """See :meth:`Seam.pinned`. Options this seam was given for ``name`` win (a caller that places the actor
+        itself, e.g. a test by node label); otherwise its scheduling is NodeAffinitySchedulingStrategy(soft=False):
+        Ray never creates or restarts it elsewhere, and while the node is gone the actor cannot run at all."""
+        alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}  # type: ignore[no-untyped-call]
+        if node not in alive:
+            raise InvalidSpecError(f"no live node of this Ray cluster has the id {node!r} (the node meant to run "
+                                   f"{name}); `ray list nodes` shows the ids")
+        options = {k: dict(v) for k, v in self._options.items()}
+        options.setdefault(name, {"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)})
+        return RaySeam(self.namespace, options=options, timeout=self.timeout)
 
 
 class LocalSeam:
@@ -190,6 +218,12 @@ class LocalSeam:
 
     def spawn(self, handle: Any, method: str) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(getattr(handle, method)()))
+
+    def node(self) -> str | None:
+        return None
+
+    def pinned(self, name: str, node: str) -> LocalSeam:
+        return self  # in process: every actor runs here already
 
     def kill(self, handle: Any, *, restart: bool = False) -> None:
         for name, actor in list(self.actors.items()):

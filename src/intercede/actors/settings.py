@@ -71,6 +71,9 @@ class Settings(BaseModel):
     tick_interval: Seconds = 1.0
     purge_cancelled_after: float = Field(600.0, ge=0, allow_inf_nan=False)  # s a cancelled job's files are kept
     namespace: str = Field("intercede", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    # The Ray node id of the node whose disk holds data_dir (the SQLite journal); None: the node where
+    # Intercede.start runs. The reconciler runs, and is restarted, only there.
+    journal_node: str | None = Field(None, pattern=r"^[0-9a-f]{8,128}$")
     ce: list[Annotated[CEConfigBase, _InstalledKinds()]] = Field(default_factory=list)
     # None: <data_dir>/journal.sqlite; "postgresql://user@host:port/dbname": PostgreSQL; else an SQLite file's path.
     journal: str | None = Field(None, min_length=1)
@@ -106,6 +109,13 @@ class Settings(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _journal_node_for_sqlite(self) -> Settings:
+        if self.journal_node is not None and not self.journal_on_a_node:
+            raise ValueError("journal_node is only for an SQLite journal (a PostgreSQL journal is reachable from "
+                             "every node, so the reconciler may run on any)")
+        return self
+
+    @model_validator(mode="after")
     def _unique_names(self) -> Settings:
         names = [c.name for c in self.ce]
         if len(set(names)) != len(names):
@@ -131,6 +141,11 @@ class Settings(BaseModel):
     def journal_path(self) -> Path:
         """Where the default SQLite journal lives (under ``data_dir``)."""
         return self.data_dir / "journal.sqlite"
+
+    @property
+    def journal_on_a_node(self) -> bool:
+        """Whether the journal is a file on one node's disk (SQLite): then the reconciler runs only there."""
+        return self.journal is None or not is_postgres(self.journal)
 
     @property
     def journal_location(self) -> str | Path:
