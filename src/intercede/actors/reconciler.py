@@ -4,8 +4,12 @@ The actor starts its own loop when it is constructed (as Ray Serve's controller 
 after every restart it performs, so the loop resumes from the journal with no caller keeping it alive.
 
 Each step pulls what changed from every CE actor, all at once (one cheap call each: the CE actors poll the resources
-on their own schedule), feeds it to the reconciler, tells each CE actor which ids to start and stop tracking (it
-tracks those not yet terminal: a job whose final state is recorded stops being polled), then runs one reconcile tick.
+on their own schedule), telling each which ids to start and stop tracking (it tracks those not yet terminal: a job
+whose final state is recorded stops being polled); folds the reports in with the results of the units of work that
+left some since the last step, in one journal transaction; then plans and starts the next units of work in the
+background (:meth:`Reconciler.start`) and returns: a step never waits for a submit, a fetch or a purge. The loop
+steps again as soon as a unit ends or leaves a result, or the WMS changes something, else after ``tick_interval``.
+Each CE takes at most its ``max_in_flight`` units at a time; a CE whose calls hang holds only its own slots.
 The tracking is sent as deltas against what this actor last told that CE actor instance, and only when there is one,
 so its cost follows churn; the whole set is sent when the CE actor's epoch is not the cursor's (Ray restarted it, or
 this reconciler restarted and its cursor is new), or when the count a CE actor reports after a delta is not the count
@@ -106,9 +110,11 @@ class ReconcilerActor:
         for name, handle in self._ces.items():
             gateway: CEGateway = ActorGateway(self._seam, handle)
             gateways[name] = CrashingGateway(gateway, fault_plan) if fault_plan else gateway
-        self._budget = {c.name: c.submits_per_tick for c in settings.ce}
+        limits = {c.name: c.max_in_flight for c in settings.ce}
         policy = RetryPolicy(purge_cancelled_after=settings.purge_cancelled_after)
-        self.reconciler = Reconciler(Journal(settings.journal_path), gateways, policy=policy)
+        # The overall bound is the sum of the CEs' own: a slow CE can only fill its own slots.
+        self.reconciler = Reconciler(Journal(settings.journal_path), gateways, policy=policy,
+                                     concurrency=max(1, sum(limits.values())), max_in_flight=limits)
         self._cursors: dict[str, tuple[str, int]] = {name: ("", 0) for name in self._ces}
         # The ids each CE actor was last told to track (valid for the instance of the cursor's epoch only).
         self._told: dict[str, set[str]] = {name: set() for name in self._ces}
@@ -150,23 +156,28 @@ class ReconcilerActor:
         # of each finds a new epoch and starts its poller.
         while True:
             start = time.monotonic()
-            issued = 0
             try:
-                issued = await self.step()
+                await self.step(settle=False)
             except Exception as exc:  # the loop must never die; the error is logged and counted
                 self.tick_errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 metrics.record_error("tick", exc)
                 log.exception("reconcile step failed; continuing")
             self.last_tick_seconds = time.monotonic() - start
-            # A step that acted may have unblocked the next one (a fetch makes a purge due): go on at once.
-            await asyncio.sleep(0 if issued else self.settings.tick_interval)
+            # A unit that ended may have unblocked the next action (a fetch makes a purge due), and the WMS may have
+            # declared keys: step again at once when either happens, else after tick_interval.
+            await self.reconciler.wait_for_results(self.settings.tick_interval)
 
-    async def step(self) -> int:
-        """Observe every CE (concurrently, see the module docstring), then one reconcile tick; returns the number of
-        actions issued."""
+    async def step(self, *, settle: bool = True) -> int:
+        """Observe every CE (concurrently, see the module docstring) and fold the reports in with the finished
+        units' results, then plan and start the next units; returns the number of actions started. The loop steps
+        with ``settle=False``: the units run on in the background. A caller stepping by hand (tests) gets
+        ``settle=True``: the step waits for its units and folds their results, as one whole tick."""
         await self.observe()
-        actions = await self.reconciler.tick(self._budget)
+        if settle:
+            actions = await self.reconciler.tick()
+        else:
+            actions = self.reconciler.start()
         now = time.time()
         self._actions.extend(ActionRecord(now, type(a).__name__, a.key) for a in actions)
         metrics.record_actions(type(a).__name__ for a in actions)
@@ -175,7 +186,9 @@ class ReconcilerActor:
 
     async def observe(self) -> None:
         """Start a pull from every CE actor that has none in flight, wait up to :attr:`observe_wait` for the new
-        ones (not for CE actors that already missed a wait), and fold in every pull that has finished."""
+        ones (not for CE actors that already missed a wait), and fold in every pull that has finished, with the
+        results of the units that ended, in one journal transaction (:meth:`Reconciler.fold`). If that fails
+        (JournalError) no cursor moves: the CE actors send the same changes again."""
         fresh = []
         for name, handle in self._ces.items():
             if name not in self._pulls:
@@ -184,6 +197,7 @@ class ReconcilerActor:
                     fresh.append(task)
         if fresh:
             await asyncio.wait(fresh, timeout=self.observe_wait)
+        answered: dict[str, Pull] = {}
         for name, task in list(self._pulls.items()):
             if not task.done():
                 if name not in self._lagging:
@@ -197,16 +211,19 @@ class ReconcilerActor:
             if pulled is None:
                 self.reconciler.set_reachable(name, False)
                 continue
-            epoch, version, changed, reachable = pulled
+            answered[name] = pulled
             self._lagging.discard(name)
-            if epoch != self._cursors[name][0]:
-                self._unmatched[name] = {}  # a new CE actor instance sends everything again
+        offered: dict[str, dict[str, JobStatus]] = {}
+        for name, (epoch, _, changed, _) in answered.items():
+            # A new CE actor instance sends everything again.
+            earlier = self._unmatched[name] if epoch == self._cursors[name][0] else {}
             # A CE actor reports every id it tracks, including jobs this reconciler adopts only in a later tick (it
             # restarted between a submit and its answer): the cursor moves past those reports, so they are kept
             # and offered again until their key knows the job.
-            offered = self._unmatched[name] | {s.job_id: s for s in changed}
-            unknown = self.reconciler.observe(name, offered.values())
-            self._unmatched[name] = {s.job_id: s for s in unknown[-MAX_UNMATCHED:]}
+            offered[name] = earlier | {s.job_id: s for s in changed}
+        unknown = self.reconciler.fold({name: statuses.values() for name, statuses in offered.items()})
+        for name, (epoch, version, _, reachable) in answered.items():
+            self._unmatched[name] = {s.job_id: s for s in unknown.get(name, [])[-MAX_UNMATCHED:]}
             self.reconciler.set_reachable(name, reachable)
             self._cursors[name] = (epoch, version)
 
@@ -363,7 +380,8 @@ class ReconcilerActor:
 
     async def stats(self) -> dict[str, Any]:
         return {"ticks": self.ticks, "tick_errors": self.tick_errors, "last_tick_seconds": self.last_tick_seconds,
-                "last_error": self.last_error, "keys": self.reconciler.key_count(), "resyncs": self.resyncs}
+                "last_error": self.last_error, "keys": self.reconciler.key_count(), "resyncs": self.resyncs,
+                "in_flight": self.reconciler.in_flight}
 
 
 Until = Literal["terminal", "collected"]

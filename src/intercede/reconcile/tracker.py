@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 
 from intercede.reconcile.diff import NO_PROGRESS, Plan, plan, wake_at
 from intercede.reconcile.policy import RetryPolicy
@@ -112,6 +113,14 @@ class ReconcileState:
     def mark_dirty(self, keys: Iterable[str]) -> None:
         self._dirty.update(k for k in keys if k in self._desired)
 
+    def touch(self, keys: Iterable[str]) -> None:
+        """Mark keys dirty and re-arm their wake-ups, as a change would: for keys that were left out of plans while
+        busy (a unit of work in flight), whose due wake-up was then taken without a diff."""
+        for key in keys:
+            if key in self._desired:
+                self._wake_at.pop(key, None)
+                self._changed(key)
+
     def set_reachable(self, ce: str, reachable: bool) -> None:
         """Record a CE's reachability. Coming back marks all its keys dirty (they were skipped while it was away)."""
         was = self._reachable.get(ce, True)
@@ -131,9 +140,14 @@ class ReconcileState:
         keys, self._dirty = self._dirty, set()
         return keys
 
-    def plan(self, now: float, budget: Mapping[str, int] | None = None) -> Plan:
-        """Diff the due keys; keys deferred by a submit budget stay dirty for the next tick."""
-        result = plan(self.due(now), self._desired, self._progress, self._reachable, now, self.policy, budget)
+    def plan(self, now: float, budget: Mapping[str, int] | None = None,
+             busy: AbstractSet[str] = frozenset()) -> Plan:
+        """Diff the due keys but the ``busy`` ones (a unit of work is in flight for them: their owner
+        :meth:`touch`-es them when it has ended); keys deferred by a submit budget stay dirty for the next tick."""
+        keys = self.due(now)
+        if busy:
+            keys -= busy
+        result = plan(keys, self._desired, self._progress, self._reachable, now, self.policy, budget)
         self._dirty.update(result.deferred)
         return result
 
