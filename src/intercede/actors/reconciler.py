@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import time
 from collections import deque
@@ -381,7 +382,7 @@ class ReconcilerActor:
     async def stats(self) -> dict[str, Any]:
         return {"ticks": self.ticks, "tick_errors": self.tick_errors, "last_tick_seconds": self.last_tick_seconds,
                 "last_error": self.last_error, "keys": self.reconciler.key_count(), "resyncs": self.resyncs,
-                "in_flight": self.reconciler.in_flight}
+                "in_flight": self.reconciler.in_flight, "rss_bytes": _rss_bytes()}
 
 
 Until = Literal["terminal", "collected"]
@@ -403,6 +404,15 @@ class _Watch:
     until: Until
     pending: dict[str, None]  # ordered, for stable answers
     asked: float  # monotonic time of the last ask
+
+
+def _rss_bytes() -> int:
+    """This process's resident memory (Linux; 0 where /proc is missing): what the keys cost the actor."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _refuse_unknown(unknown: Sequence[str]) -> None:
