@@ -14,6 +14,7 @@ submitted again.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -101,6 +102,8 @@ class Reconciler:
         self._clock: Clock = clock or SystemClock()
         self._tick_lock = asyncio.Lock()
         self._state = ReconcileState(self._policy)
+        # Per CE, the keys a submit budget deferred, in the order deferred (see _unpark).
+        self._parked: dict[str, dict[str, None]] = {}
         self._executor = Executor(journal, self._state, self._gateways, self._policy, self._clock,
                                   concurrency=concurrency, chunk=chunk, max_in_flight=max_in_flight)
         desired, progress = journal.load()
@@ -345,9 +348,23 @@ class Reconciler:
             wanted = dict(budget or {})
             budget = wanted | {ce: min(wanted.get(ce, self._policy.submits_per_tick), free)
                                for ce, free in room.items()}
-        plan = self._state.plan(self._clock.now(), budget, self._executor.busy())
+        self._unpark(room)
+        plan = self._state.plan(self._clock.now(), budget, self._executor.busy(), requeue_deferred=False)
+        for key in plan.deferred:
+            self._parked.setdefault(self._state.desired[key].ce, {})[key] = None
         self._executor.start(plan.actions)
         return list(plan.actions)
+
+    def _unpark(self, room: Mapping[str, int]) -> None:
+        """Mark dirty the keys a submit budget deferred, first deferred first: for a CE with a concurrency budget
+        only as many as it has room for (re-diffing ten thousand waiting keys at every step would cost what they
+        are, not what changed), for the others all of them."""
+        for ce, parked in self._parked.items():
+            take = len(parked) if ce not in room else min(room[ce], len(parked))
+            keys = list(itertools.islice(parked, take))
+            for key in keys:
+                del parked[key]
+            self._state.mark_dirty(keys)
 
     async def wait_for_results(self, timeout: float | None) -> bool:
         """Wait until a background unit ends, or the WMS changed something, at most ``timeout`` seconds; whether

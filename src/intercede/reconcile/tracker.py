@@ -141,14 +141,16 @@ class ReconcileState:
         return keys
 
     def plan(self, now: float, budget: Mapping[str, int] | None = None,
-             busy: AbstractSet[str] = frozenset()) -> Plan:
+             busy: AbstractSet[str] = frozenset(), *, requeue_deferred: bool = True) -> Plan:
         """Diff the due keys but the ``busy`` ones (a unit of work is in flight for them: their owner
-        :meth:`touch`-es them when it has ended); keys deferred by a submit budget stay dirty for the next tick."""
+        :meth:`touch`-es them when it has ended); keys deferred by a submit budget stay dirty for the next tick,
+        unless ``requeue_deferred`` is False (the caller keeps them and marks them dirty when there is room)."""
         keys = self.due(now)
         if busy:
             keys -= busy
         result = plan(keys, self._desired, self._progress, self._reachable, now, self.policy, budget)
-        self._dirty.update(result.deferred)
+        if requeue_deferred:
+            self._dirty.update(result.deferred)
         return result
 
     # ---- internals
