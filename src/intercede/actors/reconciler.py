@@ -15,10 +15,13 @@ so its cost follows churn; the whole set is sent when the CE actor's epoch is no
 this reconciler restarted and its cursor is new), or when the count a CE actor reports after a delta is not the count
 sent.
 
-A step waits for the CE actors' answers at most :attr:`ReconcilerActor.observe_wait` seconds: a CE actor that has not
-answered by then (hung, overloaded, its node gone) is marked unreachable, so its keys get no action, and its answer is
-folded in by a later step when it comes (each call is bounded by the seam's timeout). One hung CE actor therefore
-delays only its own jobs. Every step is caught, logged and timed; the loop sleeps and goes on.
+The loop's steps wait for nothing: each CE actor's pull runs in the background (one at a time, at most one per
+``tick_interval``) and wakes the loop when it ends. A CE actor whose pull has not come back within
+:attr:`ReconcilerActor.observe_wait` seconds (hung, overloaded, its node gone) is marked unreachable, so its keys get
+no action, and its answer is folded in by a later step when it comes (each call is bounded by the seam's timeout).
+One hung CE actor therefore delays only its own jobs. (A step taken by hand, :meth:`ReconcilerActor.step` with
+``settle``, waits up to ``observe_wait`` for the pulls and then for its units, as one whole tick.) Every step is
+caught, logged and timed; the loop sleeps until something happens, at most ``tick_interval``, and goes on.
 
 The WMS-facing methods (``declare``, ``cancel``, ``collect``, ``forget``) journal before they return. The queries
 move what they are asked for: :meth:`~ReconcilerActor.counts` for summaries, :meth:`~ReconcilerActor.rows_of` for
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import secrets
 import time
@@ -121,6 +125,7 @@ class ReconcilerActor:
         self._told: dict[str, set[str]] = {name: set() for name in self._ces}
         self.resyncs = 0  # full tracking lists sent (diagnostics and the churn benchmark)
         self._pulls: dict[str, asyncio.Task[Pull | None]] = {}
+        self._pulled_at: dict[str, float] = {}  # monotonic time the last pull of each CE actor started
         self._unmatched: dict[str, dict[str, JobStatus]] = {name: {} for name in self._ces}
         self._lagging: set[str] = set()  # CEs whose actor missed the last wait; no step waits for them again
         # A healthy CE actor answers in milliseconds; the wait only bounds what a hung one costs a step.
@@ -174,10 +179,14 @@ class ReconcilerActor:
         units' results, then plan and start the next units; returns the number of actions started. The loop steps
         with ``settle=False``: the units run on in the background. A caller stepping by hand (tests) gets
         ``settle=True``: the step waits for its units and folds their results, as one whole tick."""
-        await self.observe()
         if settle:
+            await self.observe()
             actions = await self.reconciler.tick()
         else:
+            # Nothing here waits: pulls run in the background (at most one per CE actor per tick_interval, as
+            # statuses change only as often as the CE actors poll) and wake the loop when they end.
+            self._start_pulls(self.settings.tick_interval)
+            self._fold_pulls(waited=False)
             actions = self.reconciler.start()
         now = time.time()
         self._actions.extend(ActionRecord(now, type(a).__name__, a.key) for a in actions)
@@ -190,17 +199,34 @@ class ReconcilerActor:
         ones (not for CE actors that already missed a wait), and fold in every pull that has finished, with the
         results of the units that ended, in one journal transaction (:meth:`Reconciler.fold`). If that fails
         (JournalError) no cursor moves: the CE actors send the same changes again."""
-        fresh = []
-        for name, handle in self._ces.items():
-            if name not in self._pulls:
-                self._pulls[name] = task = asyncio.get_running_loop().create_task(self._pull(name, handle))
-                if name not in self._lagging:
-                    fresh.append(task)
+        fresh = [task for name, task in self._start_pulls().items() if name not in self._lagging]
         if fresh:
             await asyncio.wait(fresh, timeout=self.observe_wait)
+        self._fold_pulls(waited=True)
+
+    def _start_pulls(self, every: float = 0.0) -> dict[str, asyncio.Task[Pull | None]]:
+        """Start a pull from every CE actor that has none in flight and none started in the last ``every``
+        seconds; its end wakes the loop. Returns the pulls started."""
+        started = {}
+        now = time.monotonic()
+        for name, handle in self._ces.items():
+            if name not in self._pulls and now - self._pulled_at.get(name, -math.inf) >= every:
+                self._pulls[name] = task = asyncio.get_running_loop().create_task(self._pull(name, handle))
+                task.add_done_callback(lambda _: self.reconciler.nudge())
+                self._pulled_at[name] = now
+                started[name] = task
+        return started
+
+    def _fold_pulls(self, *, waited: bool) -> None:
+        """Fold in every pull that has finished, with the units' results, in one journal transaction. A CE actor
+        whose pull is still out after a wait (``waited``), or for longer than :attr:`observe_wait`, is unreachable
+        until it answers."""
         answered: dict[str, Pull] = {}
+        now = time.monotonic()
         for name, task in list(self._pulls.items()):
             if not task.done():
+                if not waited and now - self._pulled_at[name] < self.observe_wait:
+                    continue  # not late yet
                 if name not in self._lagging:
                     log.warning("CE actor %s has not answered within %.1f s; its CE counts as unreachable until it "
                                 "does", name, self.observe_wait)

@@ -366,6 +366,10 @@ class Reconciler:
                 del parked[key]
             self._state.mark_dirty(keys)
 
+    def nudge(self) -> None:
+        """Wake :meth:`wait_for_results` (something new came for the next step to fold or plan)."""
+        self._executor.nudge()
+
     async def wait_for_results(self, timeout: float | None) -> bool:
         """Wait until a background unit ends, or the WMS changed something, at most ``timeout`` seconds; whether
         either happened."""
