@@ -132,9 +132,10 @@ class Reconciler:
         if problems:
             raise InvalidSpecError(f"declare refused for {len(problems)} of {len(declarations)} declaration(s), "
                                    f"nothing was declared: {_listed(problems)}")
-        # Checked in memory, where nothing can change before these synchronous writes: only a journal failure
-        # (JournalError: the disk) can leave part of the batch written, and declaring the batch again then completes it.
-        stored = [self._journal.declare(desired) for desired in checked]
+        # Checked in memory, where nothing can change before these synchronous writes; one transaction (one fsync)
+        # for the whole batch, so a journal failure (JournalError: the disk) leaves none of it written or in memory.
+        with self._journal.batch(f"declare {len(checked)} key(s)"):
+            stored = [self._journal.declare(desired) for desired in checked]
         for desired in stored:
             if desired.key not in self._state:
                 self._state.put(desired)
