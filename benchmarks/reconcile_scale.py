@@ -46,6 +46,9 @@ import pydantic
 import ray
 
 from benchmarks import _report
+from benchmarks.churn import report as churn_report
+from benchmarks.churn import tracking as churn_tracking
+from benchmarks.churn import waiting as churn_waiting
 from intercede.actors.client import Intercede
 from intercede.actors.reconciler import JobRequest
 from intercede.actors.settings import Settings
@@ -177,31 +180,58 @@ def job_spec() -> JobSpec:
     return JobSpec(executable="/bin/true")
 
 
-def e2e_settings(data_dir: Path, tick: float, poll: float, submits: int) -> Settings:
+def e2e_settings(data_dir: Path, tick: float, poll: float, in_flight: int, ces: int = 1) -> Settings:
+    """The embedded settings with ``ces`` local CEs (``local``, ``local-2``, ...), each with its own job root."""
     base = Settings.embedded(data_dir)
-    ce = base.ce[0].model_copy(update={"poll_interval": poll, "submits_per_tick": submits})
-    return Settings.model_validate(base.model_dump() | {"tick_interval": tick, "ce": [ce.model_dump()],
+    first = base.ce[0]
+    configs = [first.model_copy(update={"name": "local" if i == 0 else f"local-{i + 1}", "poll_interval": poll,
+                                        "max_in_flight": in_flight,
+                                        "root": first.root if i == 0 else f"{first.root}-{i + 1}"}).model_dump()
+               for i in range(ces)]
+    return Settings.model_validate(base.model_dump() | {"tick_interval": tick, "ce": configs,
                                                         "namespace": f"intercede-bench-{os.getpid()}"})
 
 
-async def through_intercede(settings: Settings, jobs: int) -> tuple[float, float]:
-    """Seconds from the first declare until every key is collected (Ray and the actors already running), and the
-    seconds the declare calls took."""
+@dataclass(frozen=True)
+class Through:
+    """One run through intercede: seconds to all collected, seconds of the declares, the reconciler actor's
+    resident memory before the declares and once every key is collected, and its journal's size."""
+
+    elapsed: float
+    declared: float
+    rss_before: int
+    rss_after: int
+    journal_bytes: int
+
+
+async def through_intercede(settings: Settings, jobs: int) -> Through:
+    """From the first declare until every key is collected (Ray and the actors already running); keys are spread
+    round-robin over the settings' CEs."""
     ic = Intercede.start(settings, address="local")
-    await ic.stats()  # the actors exist and answer: start-up is not what we measure
+    before = await ic.stats()  # the actors exist and answer: start-up is not what we measure
     outputs = settings.data_dir / "outputs"
-    requests = [JobRequest(f"bench-{i:05d}", "local", job_spec(), Phase.COLLECTED, outputs / f"bench-{i:05d}")
-                for i in range(jobs)]
+    names = [c.name for c in settings.ce]
+    requests = [JobRequest(f"bench-{i:05d}", names[i % len(names)], job_spec(), Phase.COLLECTED,
+                           outputs / f"bench-{i:05d}") for i in range(jobs)]
     start = time.perf_counter()
-    await ic.declare(requests, progress=False)
+    for i in range(0, jobs, 5000):
+        await ic.declare(requests[i:i + 5000], progress=False)
     declared = time.perf_counter() - start
-    rows = await ic.wait([r.key for r in requests], until="collected", timeout=1800, progress=False)
+    rows = await ic.wait([r.key for r in requests], until="collected", timeout=3600, progress=False)
     elapsed = time.perf_counter() - start
+    after = await ic.stats()
     bad = [r for r in rows if r.state != "Done" or r.permanent_error or not r.collected]
     assert not bad, f"{len(bad)} keys did not end Done and collected: {bad[:2]}"
     assert all((outputs / r.key / "stdout.txt").is_file() for r in rows)
-    assert not any((settings.data_dir / "jobs").iterdir()), "purged job directories are left"
-    return elapsed, declared
+    return Through(elapsed, declared, before["rss_bytes"], after["rss_bytes"], _check_leftovers(settings))
+
+
+def _check_leftovers(settings: Settings) -> int:
+    """Assert every job directory was purged; the journal's bytes on disk."""
+    for ce in settings.ce:
+        root = Path(ce.root)  # type: ignore[attr-defined]
+        assert not root.exists() or not any(root.iterdir()), "purged job directories are left"
+    return sum(f.stat().st_size for f in settings.data_dir.glob("journal.sqlite*"))
 
 
 async def raw_backend(root: Path, jobs: int, concurrency: int, poll: float) -> float:
@@ -244,7 +274,7 @@ class EndToEnd:
     jobs: int
     tick: float
     poll: float
-    submits: int
+    in_flight: int
     concurrency: int
     raw: list[float] = field(default_factory=list)
     intercede: list[float] = field(default_factory=list)
@@ -262,14 +292,14 @@ async def e2e(run: EndToEnd, repeat: int) -> None:
             run.raw.append(await raw_backend(Path(raw_dir), run.jobs, run.concurrency, run.poll))
         with tempfile.TemporaryDirectory(prefix="intercede-bench-") as data_dir:
             try:
-                total, declared = await through_intercede(
-                    e2e_settings(Path(data_dir), run.tick, run.poll, run.submits), run.jobs)
+                through = await through_intercede(
+                    e2e_settings(Path(data_dir), run.tick, run.poll, run.in_flight), run.jobs)
             finally:
                 ray.shutdown()  # a local instance this process started: its detached actors go with it
-        run.intercede.append(total)
-        run.declare.append(declared)
-        print(f"e2e round {i + 1}: raw backend {run.raw[-1]:.2f} s, intercede {total:.2f} s "
-              f"(declare {declared:.2f} s)", flush=True)
+        run.intercede.append(through.elapsed)
+        run.declare.append(through.declared)
+        print(f"e2e round {i + 1}: raw backend {run.raw[-1]:.2f} s, intercede {through.elapsed:.2f} s "
+              f"(declare {through.declared:.2f} s)", flush=True)
 
 
 def e2e_text(run: EndToEnd) -> str:
@@ -298,8 +328,59 @@ def e2e_section(run: EndToEnd) -> str:
         row(f"raw: BatchBackend(LocalTransport, DirectScheduler): submit, status every {run.poll:g} s, fetch, "
             f"purge; {run.concurrency} at a time", run.raw),
         row(f"intercede: declare (COLLECTED) -> wait(until=\"collected\"); tick_interval {run.tick:g} s, "
-            f"poll_interval {run.poll:g} s, submits_per_tick {run.submits}", run.intercede),
+            f"poll_interval {run.poll:g} s, max_in_flight {run.in_flight}", run.intercede),
     ])
+
+
+# ---- (iii) many jobs on several local CEs
+
+def scale_text(jobs: int, ces: int) -> str:
+    return (
+        f"{jobs:,} jobs running `/bin/true`, spread round-robin over {ces} local CEs (each its own CEActor and "
+        "`BatchBackend(LocalTransport, DirectScheduler)` with its own job root), declared COLLECTED and timed as "
+        "above until `wait(until=\"collected\")` returns, once. Memory: the ReconcilerActor's resident set "
+        "(`/proc/self/statm`, reported by `stats()`) before the declares and once every key is collected, per "
+        "tracked key; the journal's size on disk (database and WAL) at the end."
+    )
+
+
+async def at_scale(jobs: int, ces: int, tick: float, poll: float, in_flight: int) -> Through:
+    with tempfile.TemporaryDirectory(prefix="intercede-bench-scale-") as data_dir:
+        settings = e2e_settings(Path(data_dir), tick, poll, in_flight, ces)
+        try:
+            through = await through_intercede(settings, jobs)
+        finally:
+            ray.shutdown()
+    print(f"scale: {jobs} jobs on {ces} CEs: {through.elapsed:.1f} s", flush=True)
+    return through
+
+
+def scale_section(t: Through, args: argparse.Namespace, load_start: float) -> str:
+    grown = t.rss_after - t.rss_before
+    return "\n".join([
+        "| jobs | CEs | max_in_flight per CE | s to all collected | jobs/s | declare s | reconciler RSS before MiB | "
+        "after MiB | per tracked key KiB | journal MiB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {args.scale_jobs:,} | {args.scale_ces} | {args.in_flight} | {t.elapsed:.1f} | "
+        f"{args.scale_jobs / t.elapsed:.0f} | {t.declared:.2f} | {t.rss_before / 2**20:.0f} | "
+        f"{t.rss_after / 2**20:.0f} | {grown / args.scale_jobs / 1024:.1f} | {t.journal_bytes / 2**20:.1f} |",
+        "",
+        f"memory per tracked key: {grown / args.scale_jobs / 1024:.1f} KiB (resident growth of the reconciler "
+        f"actor / keys; collected keys stay tracked). Load average (1 min): {load_start:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after.",
+    ])
+
+
+# ---- (iv) per-tick Ray traffic and wait, with 100k tracked keys (benchmarks/churn.py's measurements)
+
+CHURN_TEXT = (
+    "`benchmarks/churn.py`'s two measurements, run here at the scale of this page (in process, `LocalSeam`; every "
+    "call the seam carries is pickled afterwards, outside the timings: the bytes Ray would ship). Tracking: a "
+    "ReconcilerActor step (`observe`: the `changes` pull, the tracking deltas, and the fold of the reports and of "
+    "the units' results in one journal transaction) with the given tracked job ids, 1% of them ending and as many "
+    "new ones starting per tick. `wait`: a waiter over every key, 1% settling between two calls. *before* is the "
+    "old shape of each call (whole list every tick; every row every call), *after* what runs now."
+)
 
 
 # ---- report
@@ -315,7 +396,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1000, help="jobs of the end-to-end run (0: skip it)")
     parser.add_argument("--tick", type=float, default=0.2, help="the reconciler's tick_interval (s)")
     parser.add_argument("--poll", type=float, default=0.5, help="the CE's poll_interval, and the raw path's (s)")
-    parser.add_argument("--submits", type=int, default=50, help="the CE's submits_per_tick")
+    parser.add_argument("--in-flight", type=int, default=32, help="each CE's max_in_flight")
+    parser.add_argument("--scale-jobs", type=int, default=10_000, help="jobs of the 4-CE run (0: skip it)")
+    parser.add_argument("--scale-ces", type=int, default=4, help="local CEs of that run")
+    parser.add_argument("--churn-keys", type=int, default=100_000,
+                        help="tracked keys of the churn measurement (0: skip it)")
     parser.add_argument("--concurrency", type=int, default=8, help="the raw path's submits/fetches at a time")
     parser.add_argument("--repeat", type=int, default=3, help="end-to-end rounds (raw, then intercede)")
     parser.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
@@ -328,7 +413,7 @@ def main() -> None:
         body += ["### One diff tick", DIFF_TEXT, diff_section(sizes)]
         print(body[-1])
     if args.jobs:
-        run = EndToEnd(args.jobs, args.tick, args.poll, args.submits, args.concurrency)
+        run = EndToEnd(args.jobs, args.tick, args.poll, args.in_flight, args.concurrency)
         load_start = os.getloadavg()[0]
         asyncio.run(e2e(run, args.repeat))
         body += ["### End to end on the local CE", e2e_text(run), e2e_section(run),
@@ -337,6 +422,19 @@ def main() -> None:
                  f"total. Load average (1 min) of this machine: {load_start:.1f} before the first round, "
                  f"{os.getloadavg()[0]:.1f} after the last."]
         print(body[-2])
+        print(body[-1])
+    if args.scale_jobs:
+        load_start = os.getloadavg()[0]
+        scaled = asyncio.run(at_scale(args.scale_jobs, args.scale_ces, args.tick, args.poll, args.in_flight))
+        body += ["### Many jobs on several local CEs", scale_text(args.scale_jobs, args.scale_ces),
+                 scale_section(scaled, args, load_start)]
+        print(body[-1])
+    if args.churn_keys:
+        with tempfile.TemporaryDirectory(prefix="intercede-bench-churn-") as tmp:
+            followed = asyncio.run(churn_tracking(Path(tmp) / "t", args.churn_keys, 0.01, 9))
+            waited = asyncio.run(churn_waiting(Path(tmp) / "w", args.churn_keys, 0.01, 9))
+        body += ["### Per-tick Ray traffic and `wait` at scale", CHURN_TEXT,
+                 churn_report(args.churn_keys, 0.01, 9, followed, waited)]
         print(body[-1])
     if not args.no_doc:
         _report.write_section(HEADING, "\n\n".join(body))

@@ -10,17 +10,24 @@ would open an empty journal): the service is down, its jobs go on at their CEs, 
 node is back and ``Intercede.start`` (``intercede serve``) runs there again.
 
 Each step pulls what changed from every CE actor, all at once (one cheap call each: the CE actors poll the resources
-on their own schedule), feeds it to the reconciler, tells each CE actor which ids to start and stop tracking (it
-tracks those not yet terminal: a job whose final state is recorded stops being polled), then runs one reconcile tick.
+on their own schedule), telling each which ids to start and stop tracking (it tracks those not yet terminal: a job
+whose final state is recorded stops being polled); folds the reports in with the results of the units of work that
+left some since the last step, in one journal transaction; then plans and starts the next units of work in the
+background (:meth:`Reconciler.start`) and returns: a step never waits for a submit, a fetch or a purge. The loop
+steps again as soon as a unit ends or leaves a result, or the WMS changes something, else after ``tick_interval``.
+Each CE takes at most its ``max_in_flight`` units at a time; a CE whose calls hang holds only its own slots.
 The tracking is sent as deltas against what this actor last told that CE actor instance, and only when there is one,
 so its cost follows churn; the whole set is sent when the CE actor's epoch is not the cursor's (Ray restarted it, or
 this reconciler restarted and its cursor is new), or when the count a CE actor reports after a delta is not the count
 sent.
 
-A step waits for the CE actors' answers at most :attr:`ReconcilerActor.observe_wait` seconds: a CE actor that has not
-answered by then (hung, overloaded, its node gone) is marked unreachable, so its keys get no action, and its answer is
-folded in by a later step when it comes (each call is bounded by the seam's timeout). One hung CE actor therefore
-delays only its own jobs. Every step is caught, logged and timed; the loop sleeps and goes on.
+The loop's steps wait for nothing: each CE actor's pull runs in the background (one at a time, at most one per
+``tick_interval``) and wakes the loop when it ends. A CE actor whose pull has not come back within
+:attr:`ReconcilerActor.observe_wait` seconds (hung, overloaded, its node gone) is marked unreachable, so its keys get
+no action, and its answer is folded in by a later step when it comes (each call is bounded by the seam's timeout).
+One hung CE actor therefore delays only its own jobs. (A step taken by hand, :meth:`ReconcilerActor.step` with
+``settle``, waits up to ``observe_wait`` for the pulls and then for its units, as one whole tick.) Every step is
+caught, logged and timed; the loop sleeps until something happens, at most ``tick_interval``, and goes on.
 
 The WMS-facing methods (``declare``, ``cancel``, ``collect``, ``forget``) journal before they return. The queries
 move what they are asked for: :meth:`~ReconcilerActor.counts` for summaries, :meth:`~ReconcilerActor.rows_of` for
@@ -34,6 +41,8 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import math
+import os
 import secrets
 import time
 from collections import deque
@@ -116,10 +125,12 @@ class ReconcilerActor:
         for name, handle in self._ces.items():
             gateway: CEGateway = ActorGateway(self._seam, handle)
             gateways[name] = CrashingGateway(gateway, fault_plan) if fault_plan else gateway
-        self._budget = {c.name: c.submits_per_tick for c in settings.ce}
+        limits = {c.name: c.max_in_flight for c in settings.ce}
         policy = RetryPolicy(purge_cancelled_after=settings.purge_cancelled_after)
         journal = open_journal(settings.journal_location, passfile=settings.journal_passfile)
-        self.reconciler = Reconciler(journal, gateways, policy=policy)
+        # The overall bound is the sum of the CEs' own: a slow CE can only fill its own slots.
+        self.reconciler = Reconciler(journal, gateways, policy=policy,
+                                     concurrency=max(1, sum(limits.values())), max_in_flight=limits)
         for c in settings.ce:
             self.reconciler.set_limits(c.name, ce_limits(c))
         self._cursors: dict[str, tuple[str, int]] = {name: ("", 0) for name in self._ces}
@@ -127,6 +138,7 @@ class ReconcilerActor:
         self._told: dict[str, set[str]] = {name: set() for name in self._ces}
         self.resyncs = 0  # full tracking lists sent (diagnostics and the churn benchmark)
         self._pulls: dict[str, asyncio.Task[Pull | None]] = {}
+        self._pulled_at: dict[str, float] = {}  # monotonic time the last pull of each CE actor started
         self._unmatched: dict[str, dict[str, JobStatus]] = {name: {} for name in self._ces}
         self._lagging: set[str] = set()  # CEs whose actor missed the last wait; no step waits for them again
         # A healthy CE actor answers in milliseconds; the wait only bounds what a hung one costs a step.
@@ -180,23 +192,32 @@ class ReconcilerActor:
         # of each finds a new epoch and starts its poller.
         while True:
             start = time.monotonic()
-            issued = 0
             try:
-                issued = await self.step()
+                await self.step(settle=False)
             except Exception as exc:  # the loop must never die; the error is logged and counted
                 self.tick_errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 metrics.record_error("tick", exc)
                 log.exception("reconcile step failed; continuing")
             self.last_tick_seconds = time.monotonic() - start
-            # A step that acted may have unblocked the next one (a fetch makes a purge due): go on at once.
-            await asyncio.sleep(0 if issued else self.settings.tick_interval)
+            # A unit that ended may have unblocked the next action (a fetch makes a purge due), and the WMS may have
+            # declared keys: step again at once when either happens, else after tick_interval.
+            await self.reconciler.wait_for_results(self.settings.tick_interval)
 
-    async def step(self) -> int:
-        """Observe every CE (concurrently, see the module docstring), then one reconcile tick; returns the number of
-        actions issued."""
-        await self.observe()
-        actions = await self.reconciler.tick(self._budget)
+    async def step(self, *, settle: bool = True) -> int:
+        """Observe every CE (concurrently, see the module docstring) and fold the reports in with the finished
+        units' results, then plan and start the next units; returns the number of actions started. The loop steps
+        with ``settle=False``: the units run on in the background. A caller stepping by hand (tests) gets
+        ``settle=True``: the step waits for its units and folds their results, as one whole tick."""
+        if settle:
+            await self.observe()
+            actions = await self.reconciler.tick()
+        else:
+            # Nothing here waits: pulls run in the background (at most one per CE actor per tick_interval, as
+            # statuses change only as often as the CE actors poll) and wake the loop when they end.
+            self._start_pulls(self.settings.tick_interval)
+            self._fold_pulls(waited=False)
+            actions = self.reconciler.start()
         now = time.time()
         self._actions.extend(ActionRecord(now, type(a).__name__, a.key) for a in actions)
         metrics.record_actions(type(a).__name__ for a in actions)
@@ -205,17 +226,37 @@ class ReconcilerActor:
 
     async def observe(self) -> None:
         """Start a pull from every CE actor that has none in flight, wait up to :attr:`observe_wait` for the new
-        ones (not for CE actors that already missed a wait), and fold in every pull that has finished."""
-        fresh = []
-        for name, handle in self._ces.items():
-            if name not in self._pulls:
-                self._pulls[name] = task = asyncio.get_running_loop().create_task(self._pull(name, handle))
-                if name not in self._lagging:
-                    fresh.append(task)
+        ones (not for CE actors that already missed a wait), and fold in every pull that has finished, with the
+        results of the units that ended, in one journal transaction (:meth:`Reconciler.fold`). If that fails
+        (JournalError) no cursor moves: the CE actors send the same changes again."""
+        fresh = [task for name, task in self._start_pulls().items() if name not in self._lagging]
         if fresh:
             await asyncio.wait(fresh, timeout=self.observe_wait)
+        self._fold_pulls(waited=True)
+
+    def _start_pulls(self, every: float = 0.0) -> dict[str, asyncio.Task[Pull | None]]:
+        """Start a pull from every CE actor that has none in flight and none started in the last ``every``
+        seconds; its end wakes the loop. Returns the pulls started."""
+        started = {}
+        now = time.monotonic()
+        for name, handle in self._ces.items():
+            if name not in self._pulls and now - self._pulled_at.get(name, -math.inf) >= every:
+                self._pulls[name] = task = asyncio.get_running_loop().create_task(self._pull(name, handle))
+                task.add_done_callback(lambda _: self.reconciler.nudge())
+                self._pulled_at[name] = now
+                started[name] = task
+        return started
+
+    def _fold_pulls(self, *, waited: bool) -> None:
+        """Fold in every pull that has finished, with the units' results, in one journal transaction. A CE actor
+        whose pull is still out after a wait (``waited``), or for longer than :attr:`observe_wait`, is unreachable
+        until it answers."""
+        answered: dict[str, Pull] = {}
+        now = time.monotonic()
         for name, task in list(self._pulls.items()):
             if not task.done():
+                if not waited and now - self._pulled_at[name] < self.observe_wait:
+                    continue  # not late yet
                 if name not in self._lagging:
                     log.warning("CE actor %s has not answered within %.1f s; its CE counts as unreachable until it "
                                 "does", name, self.observe_wait)
@@ -227,16 +268,19 @@ class ReconcilerActor:
             if pulled is None:
                 self.reconciler.set_reachable(name, False)
                 continue
-            epoch, version, changed, reachable = pulled
+            answered[name] = pulled
             self._lagging.discard(name)
-            if epoch != self._cursors[name][0]:
-                self._unmatched[name] = {}  # a new CE actor instance sends everything again
+        offered: dict[str, dict[str, JobStatus]] = {}
+        for name, (epoch, _, changed, _) in answered.items():
+            # A new CE actor instance sends everything again.
+            earlier = self._unmatched[name] if epoch == self._cursors[name][0] else {}
             # A CE actor reports every id it tracks, including jobs this reconciler adopts only in a later tick (it
             # restarted between a submit and its answer): the cursor moves past those reports, so they are kept
             # and offered again until their key knows the job.
-            offered = self._unmatched[name] | {s.job_id: s for s in changed}
-            unknown = self.reconciler.observe(name, offered.values())
-            self._unmatched[name] = {s.job_id: s for s in unknown[-MAX_UNMATCHED:]}
+            offered[name] = earlier | {s.job_id: s for s in changed}
+        unknown = self.reconciler.fold({name: statuses.values() for name, statuses in offered.items()})
+        for name, (epoch, version, _, reachable) in answered.items():
+            self._unmatched[name] = {s.job_id: s for s in unknown.get(name, [])[-MAX_UNMATCHED:]}
             self.reconciler.set_reachable(name, reachable)
             self._cursors[name] = (epoch, version)
 
@@ -424,7 +468,8 @@ class ReconcilerActor:
         """The loop's figures, and per CE what it holds of ours against its limits (``ce_load``)."""
         return {"ticks": self.ticks, "tick_errors": self.tick_errors, "last_tick_seconds": self.last_tick_seconds,
                 "last_error": self.last_error, "keys": self.reconciler.key_count(), "resyncs": self.resyncs,
-                "ce_load": {c.name: self._ce_load(c.name) for c in self.settings.ce}}
+                "ce_load": {c.name: self._ce_load(c.name) for c in self.settings.ce},
+                "in_flight": self.reconciler.in_flight, "rss_bytes": _rss_bytes()}
 
     def _ce_load(self, ce: str) -> dict[str, Any]:
         load, limits = self.reconciler.load(ce), self.reconciler.limits(ce)
@@ -474,6 +519,15 @@ class _Watch:
     until: Until
     pending: dict[str, None]  # ordered, for stable answers
     asked: float  # monotonic time of the last ask
+
+
+def _rss_bytes() -> int:
+    """This process's resident memory (Linux; 0 where /proc is missing): what the keys cost the actor."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _refuse_unknown(unknown: Sequence[str]) -> None:

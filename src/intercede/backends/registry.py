@@ -36,6 +36,7 @@ A batch CE in TOML::
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib.metadata import EntryPoint, entry_points
@@ -148,7 +149,9 @@ class CEConfigBase(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     poll_interval: Seconds = 5.0
-    submits_per_tick: int = Field(50, ge=1)
+    max_in_flight: int = Field(32, ge=1, description="units of work (a submit, a fetch, a bulk cancel or purge) the "
+                               "reconciler runs at once against this CE; also the most submits it starts at once")
+    submits_per_tick: int | None = Field(None, ge=1, description="deprecated: read as max_in_flight")
     grace: Seconds = Field(120.0, description="seconds a job may be missing from queue and history")
     credentials: str | None = Field(None, description="credential provider: an `intercede.credentials` entry point or "
                                     "module:attribute; None reads the files this CE's options name")
@@ -162,6 +165,18 @@ class CEConfigBase(BaseModel):
     downtime: bool | tuple[DowntimeWindow, ...] = False
     max_waiting: Seconds | None = None
     max_held: Seconds | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _submits_per_tick_is_max_in_flight(cls, data: Any) -> Any:
+        # Steps no longer cap submits (they never wait for them); the nearest meaning of the old cap is the CE's
+        # concurrency budget, so an old configuration keeps working, with a warning to rename the option.
+        if isinstance(data, Mapping) and data.get("submits_per_tick") is not None:
+            warnings.warn("CE option submits_per_tick is deprecated and read as max_in_flight (units of work in "
+                          "flight at once for the CE); rename it to max_in_flight", FutureWarning, stacklevel=2)
+            if data.get("max_in_flight") is None:
+                data = {**data, "max_in_flight": data["submits_per_tick"]}
+        return data
 
     def build(self) -> object:
         """The backend this configuration describes; does no I/O. Subclasses implement it."""

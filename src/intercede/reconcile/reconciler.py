@@ -1,15 +1,20 @@
 """The reconciler: the WMS's API over the journal, and a tick that diffs what changed and carries the plan out.
 
 The WMS declares keys and moves them between phases (:meth:`Reconciler.declare`, ``cancel``, ``collect``,
-``forget``); CE actors report states (``observe``) and reachability; each ``tick`` diffs only the keys that changed
-or whose backoff ended and hands the plan to the :class:`~intercede.reconcile.executor.Executor`, which journals
-before acting. Every WMS call is journaled before it returns. A new :class:`Reconciler` over the same journal resumes
-exactly where the last one stopped: keys with a submit intent and no job id are adopted, never submitted again.
+``forget``); CE actors report states (``observe``) and reachability. A step (:meth:`Reconciler.fold` then
+:meth:`Reconciler.start`) folds in, in one journal transaction, the reports and every result the
+:class:`~intercede.reconcile.executor.Executor`'s background units left since the last step, diffs only the keys that
+changed or whose backoff ended (and have no unit in flight), and starts the plan's units without waiting for them
+(journaling every submit intent first, in one transaction). :meth:`Reconciler.tick` is a step that waits for its plan
+to be done and on disk. Every WMS call is journaled before it returns. A new :class:`Reconciler` over the same
+journal resumes exactly where the last one stopped: keys with a submit intent and no job id are adopted, never
+submitted again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 from collections.abc import Iterable, KeysView, Mapping, Sequence
 from dataclasses import dataclass
@@ -92,20 +97,24 @@ class Reconciler:
     """Drives every declared key towards its wanted phase through the CEs' gateways.
 
     Not thread-safe: one asyncio task (a Ray actor) owns it. ``tick`` calls are serialised; the other methods may be
-    called between or during ticks. ``concurrency`` bounds the gateway calls in flight; ``chunk`` bounds the ids per
-    bulk call (find_by_tag, cancel, purge).
+    called between or during ticks. ``concurrency`` bounds the units of work in flight in all, ``max_in_flight[ce]``
+    those of one CE (unbounded for a CE not named; it is also that CE's submit budget: a plan submits at most as many
+    keys as the CE has room for); ``chunk`` bounds the ids per bulk call (find_by_tag, cancel, purge).
     """
 
     def __init__(self, journal: JournalStore, gateways: Mapping[str, CEGateway], *, policy: RetryPolicy | None = None,
-                 clock: Clock | None = None, concurrency: int = 32, chunk: int = 500) -> None:
+                 clock: Clock | None = None, concurrency: int = 32, chunk: int = 500,
+                 max_in_flight: Mapping[str, int] | None = None) -> None:
         self._journal = journal
         self._gateways: dict[str, CEGateway] = dict(gateways)
         self._policy = policy or RetryPolicy()
         self._clock: Clock = clock or SystemClock()
         self._tick_lock = asyncio.Lock()
         self._state = ReconcileState(self._policy)
+        # Per CE, the keys a submit budget deferred, in the order deferred (see _unpark).
+        self._parked: dict[str, dict[str, None]] = {}
         self._executor = Executor(journal, self._state, self._gateways, self._policy, self._clock,
-                                  concurrency=concurrency, chunk=chunk)
+                                  concurrency=concurrency, chunk=chunk, max_in_flight=max_in_flight)
         desired, progress = journal.load()
         for key, wanted in desired.items():
             # Everything is dirty after a restart: the first tick re-plans every key from its journaled progress.
@@ -132,12 +141,14 @@ class Reconciler:
         if problems:
             raise InvalidSpecError(f"declare refused for {len(problems)} of {len(declarations)} declaration(s), "
                                    f"nothing was declared: {_listed(problems)}")
-        # Checked in memory, where nothing can change before these synchronous writes: only a journal failure
-        # (JournalError: the disk) can leave part of the batch written, and declaring the batch again then completes it.
-        stored = [self._journal.declare(desired) for desired in checked]
+        # Checked in memory, where nothing can change before these synchronous writes; one transaction (one fsync)
+        # for the whole batch, so a journal failure (JournalError: the disk) leaves none of it written or in memory.
+        with self._journal.batch(f"declare {len(checked)} key(s)"):
+            stored = [self._journal.declare(desired) for desired in checked]
         for desired in stored:
             if desired.key not in self._state:
                 self._state.put(desired)
+        self._executor.nudge()
         return stored
 
     def check_declarations(self, declarations: Sequence[Declaration]) -> list[str]:
@@ -224,6 +235,7 @@ class Reconciler:
             new = self._journal.set_phase(key, phase, destinations.get(key))
             self._state.put(new)
             updated.append(new)
+        self._executor.nudge()
         return updated
 
     def observe(self, ce: str, statuses: Iterable[JobStatus]) -> list[JobStatus]:
@@ -231,6 +243,16 @@ class Reconciler:
         journaled (in one transaction) and make keys dirty, so polling a million quiet jobs costs no disk write and
         no diff. Returns the reports of job ids it does not know (yet): after a restart a CE reports jobs that are
         only adopted later, and the caller offers those reports again then."""
+        changed, unknown = self._changed_observations(ce, statuses)
+        if changed:
+            for key, progress in self._journal.record_observations(changed, self._clock.now()).items():
+                self._state.put_progress(key, progress)
+        return unknown
+
+    def _changed_observations(self, ce: str, statuses: Iterable[JobStatus]) -> tuple[list[Observation],
+                                                                                     list[JobStatus]]:
+        """The reports that change a key's progress, and those of unknown job ids; the others' ``last_seen`` is
+        kept in memory at once."""
         now = self._clock.now()
         changed: list[Observation] = []
         unknown: list[JobStatus] = []
@@ -245,10 +267,7 @@ class Reconciler:
                 self._state.put_progress(key, new, dirty=False)  # last_seen only: kept in memory
             else:
                 changed.append(Observation(key, status))
-        if changed:
-            for key, progress in self._journal.record_observations(changed, now).items():
-                self._state.put_progress(key, progress)
-        return unknown
+        return changed, unknown
 
     def set_reachable(self, ce: str, reachable: bool) -> None:
         """Mark a CE (un)reachable: an unreachable CE's keys get no action and none of its jobs is failed."""
@@ -316,17 +335,87 @@ class Reconciler:
                       usage=p.usage)
 
     def close(self) -> None:
+        """Cancel the units in flight (their results are not written) and close the journal."""
+        self._executor.cancel_all()
         self._journal.close()
 
     # ---- the tick
 
-    async def tick(self, budget: Mapping[str, int] | None = None) -> list[Action]:
-        """Diff the keys that changed (or whose backoff ended) and carry the plan out; returns the plan.
+    def fold(self, reports: Mapping[str, Iterable[JobStatus]] | None = None) -> dict[str, list[JobStatus]]:
+        """Fold in, in ONE journal transaction, the CEs' status ``reports`` (as :meth:`observe`) and every result
+        the background units left since the last fold; memory follows only once it is on disk. Returns, per CE, the
+        reports of job ids not known (yet). Raises :class:`JournalError` with nothing of it in memory (the units'
+        results stay pending; the caller offers the reports again), or the failure of a unit that died."""
+        changed: list[Observation] = []
+        unknown: dict[str, list[JobStatus]] = {}
+        for ce, statuses in (reports or {}).items():
+            mine, unknown[ce] = self._changed_observations(ce, statuses)
+            changed += mine
+        if not changed:
+            self._executor.fold()
+            return unknown
+        with self._journal.batch(f"record {len(changed)} observation(s) and the results of a step"):
+            observed = self._journal.record_observations(changed, self._clock.now())
+            written = self._executor.write_pending()
+        for key, progress in observed.items():
+            self._state.put_progress(key, progress)
+        self._executor.apply(written)
+        self._executor.raise_failures()
+        return unknown
 
-        ``budget`` caps the submits per CE for this tick (default ``policy.submits_per_tick``). Raises
-        :class:`JournalError` if the journal cannot be written; any other failure is recorded against its keys.
+    def start(self, budget: Mapping[str, int] | None = None) -> list[Action]:
+        """Diff the keys that changed (or whose backoff ended) and have no unit in flight, and start the plan in
+        the background (every submit intent journaled first, in one transaction); returns the plan.
+
+        A CE's submits are capped by ``budget`` (default ``policy.submits_per_tick``) and by its room for more units
+        (``max_in_flight`` less its units in flight). Raises :class:`JournalError` (nothing started) if the intents
+        cannot be written."""
+        room = self._executor.room()
+        if room:
+            wanted = dict(budget or {})
+            budget = wanted | {ce: min(wanted.get(ce, self._policy.submits_per_tick), free)
+                               for ce, free in room.items()}
+        self._unpark(room)
+        plan = self._state.plan(self._clock.now(), budget, self._executor.busy(), requeue_deferred=False)
+        for key in plan.deferred:
+            self._parked.setdefault(self._state.desired[key].ce, {})[key] = None
+        self._executor.start(plan.actions)
+        return list(plan.actions)
+
+    def _unpark(self, room: Mapping[str, int]) -> None:
+        """Mark dirty the keys a submit budget deferred, first deferred first: for a CE with a concurrency budget
+        only as many as it has room for (re-diffing ten thousand waiting keys at every step would cost what they
+        are, not what changed), for the others all of them."""
+        for ce, parked in self._parked.items():
+            take = len(parked) if ce not in room else min(room[ce], len(parked))
+            keys = list(itertools.islice(parked, take))
+            for key in keys:
+                del parked[key]
+            self._state.mark_dirty(keys)
+
+    def nudge(self) -> None:
+        """Wake :meth:`wait_for_results` (something new came for the next step to fold or plan)."""
+        self._executor.nudge()
+
+    async def wait_for_results(self, timeout: float | None) -> bool:
+        """Wait until a background unit ends, or the WMS changed something, at most ``timeout`` seconds; whether
+        either happened."""
+        return await self._executor.wait_for_any(timeout)
+
+    @property
+    def in_flight(self) -> int:
+        """Units of work running in the background."""
+        return self._executor.in_flight
+
+    async def tick(self, budget: Mapping[str, int] | None = None) -> list[Action]:
+        """A step that waits for its plan: fold what is pending, start the plan (:meth:`start`), then fold the
+        units' results in as they end until none is in flight (:meth:`Executor.settle`); returns the plan.
+
+        Raises :class:`JournalError` if the journal cannot be written; any other failure is recorded against its
+        keys (a ``BaseException`` of a unit, the process going down, cancels the others and is raised).
         """
         async with self._tick_lock:
-            plan = self._state.plan(self._clock.now(), budget)
-            await self._executor.execute(plan.actions)
-            return list(plan.actions)
+            self._executor.fold()
+            actions = self.start(budget)
+            await self._executor.settle()
+            return actions

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 
 from intercede.reconcile.diff import NO_PROGRESS, Plan, plan, wake_at
 from intercede.reconcile.limits import UNLIMITED, CELimits, CELoad, TokenBucket, counts_as_queued, counts_in_total
@@ -135,6 +136,14 @@ class ReconcileState:
     def mark_dirty(self, keys: Iterable[str]) -> None:
         self._dirty.update(k for k in keys if k in self._desired)
 
+    def touch(self, keys: Iterable[str]) -> None:
+        """Mark keys dirty and re-arm their wake-ups, as a change would: for keys that were left out of plans while
+        busy (a unit of work in flight), whose due wake-up was then taken without a diff."""
+        for key in keys:
+            if key in self._desired:
+                self._wake_at.pop(key, None)
+                self._changed(key)
+
     def set_reachable(self, ce: str, reachable: bool) -> None:
         """Record a CE's reachability. Coming back marks all its keys dirty (they were skipped while it was away)."""
         was = self._reachable.get(ce, True)
@@ -168,18 +177,24 @@ class ReconcileState:
         keys, self._dirty = self._dirty, set()
         return keys
 
-    def plan(self, now: float, budget: Mapping[str, int] | None = None) -> Plan:
-        """Diff the due keys; keys deferred by a submit budget or a CE's limits stay dirty for the next tick (and keep
-        their reason), and the submits planned are taken from each CE's rate bucket."""
+    def plan(self, now: float, budget: Mapping[str, int] | None = None,
+             busy: AbstractSet[str] = frozenset(), *, requeue_deferred: bool = True) -> Plan:
+        """Diff the due keys but the ``busy`` ones (a unit of work is in flight for them: their owner
+        :meth:`touch`-es them when it has ended). Keys deferred by a submit budget or a CE's limits keep their reason
+        and stay dirty for the next tick, unless ``requeue_deferred`` is False (the caller keeps them and marks them
+        dirty when there is room); the submits planned are taken from each CE's rate bucket."""
         for ce, limits in self._limits.items():
             if limits.submit_rate is not None and ce not in self._buckets:
                 self._buckets[ce] = TokenBucket.full(limits.submit_rate, limits.submit_burst, now)
-        due = self.due(now)
+        keys = self.due(now)
+        if busy:
+            keys -= busy
         loads = {ce: self.load_of(ce) for ce in self._limits}
-        result = plan(due, self._desired, self._progress, self._reachable, now, self.policy, budget,
+        result = plan(keys, self._desired, self._progress, self._reachable, now, self.policy, budget,
                       self._limits, loads, self._buckets)
-        self._dirty.update(result.deferred)
-        for key in due:
+        if requeue_deferred:
+            self._dirty.update(result.deferred)
+        for key in keys:
             self._held_back.pop(key, None)
         self._held_back.update(result.held_back)
         submitted: dict[str, int] = {}
