@@ -15,7 +15,7 @@ from intercede.actors.seam import LocalSeam
 from intercede.actors.settings import Settings, load_settings
 from intercede.backends.registry import BatchConfig
 from intercede.model import JobSpec, SubmitResult
-from intercede.reconcile import Phase
+from intercede.reconcile import KeyRow, Phase
 from intercede.reconcile.gateway import CEGateway
 
 pytestmark = pytest.mark.actors
@@ -40,8 +40,8 @@ class HangingSubmits:
         return getattr(self._inner, name)
 
 
-async def rows(actor: ReconcilerActor, keys: list[str]) -> dict[str, dict[str, object]]:
-    return {r["key"]: r for r in await actor.rows_of(keys)}
+async def rows(actor: ReconcilerActor, keys: list[str]) -> dict[str, KeyRow]:
+    return {r.key: r for r in await actor.rows_of(keys)}
 
 
 async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float) -> None:
@@ -74,20 +74,20 @@ async def test_a_ce_whose_submits_hang_holds_up_neither_the_loop_nor_the_other_c
     await actor.ensure_running()
     try:
         async def collected() -> bool:
-            return all(r["collected"] for r in (await rows(actor, fast)).values())
+            return all(r.collected for r in (await rows(actor, fast)).values())
 
         await eventually(collected, 60)
         assert all((tmp_path / "out" / k / "stdout.txt").read_text() == "done\n" for k in fast)
         ticks = actor.ticks
         # The slow CE holds its two slots and no more; its other keys wait for room, and the loop steps on.
         assert hanging.waiting == 2
-        assert all(r["job_id"] is None for r in (await rows(actor, slow)).values())
+        assert all(r.job_id is None for r in (await rows(actor, slow)).values())
         await eventually(lambda: _true(actor.ticks >= ticks + 3), 10)
         assert hanging.waiting == 2
 
         hanging.release.set()
         async def done() -> bool:
-            return all(r["state"] == "Done" for r in (await rows(actor, slow)).values())
+            return all(r.state == "Done" for r in (await rows(actor, slow)).values())
 
         await eventually(done, 60)
         found = await seam.find(ce_actor_name("slow")).find_by_tag(slow)

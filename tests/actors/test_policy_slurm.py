@@ -137,10 +137,10 @@ async def test_a_job_held_longer_than_max_held_is_cancelled_and_says_why(slurm: 
         ic = Intercede.start(settings, seam=seam)
         await ic.declare([JobRequest("held-1", CE, held), JobRequest("free-1", CE, TRUE)], progress=False)
         rows = {r.key: r for r in await ic.wait(["held-1", "free-1"], timeout=120, progress=False)}
-        assert (rows["held-1"]["state"], rows["held-1"]["policy_reason"]) == \
+        assert (rows["held-1"].state, rows["held-1"].policy_reason) == \
             ("Aborted", "held longer than max_held (3 s)")
-        assert (rows["free-1"]["state"], rows["free-1"]["policy_reason"]) == ("Done", None)
-        job = rows["held-1"]["job_id"].split("@")[0]
+        assert (rows["free-1"].state, rows["free-1"].policy_reason) == ("Done", None)
+        job = rows["held-1"].job_id.split("@")[0]
         state = slurm.check(["sacct", "--noheader", "--parsable2", "--allocations", f"--jobs={job}",
                              "--format=State"], user=slurm.username)
         assert state.split()[0] == "CANCELLED", "cancelled at the resource"

@@ -132,7 +132,8 @@ def test_a_bad_jobs_file_names_the_job_and_the_field_and_declares_nothing(served
     assert_user_error(result, f"jobs file {jobs} is invalid", "[[job]] #2 ('broken'), spec.executable",
                       "fix the file")
     assert "s3cr3t-value" not in result.both
-    assert _rows(served, "fine") == []
+    status = served.run("status", "--address", served.address, "--json", "fine")
+    assert status.code == 2 and "not declared in this intercede: fine" in status.err, status  # nothing declared
 
 
 def test_declare_of_a_file_that_does_not_exist_is_a_user_error(tmp_path: Path) -> None:

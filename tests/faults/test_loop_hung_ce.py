@@ -49,7 +49,7 @@ async def _all_submitted(ic: Intercede, keys: Sequence[str], timeout: float) -> 
     deadline = time.monotonic() + timeout
     while True:
         rows = {r.key: r for r in await ic.rows()}
-        if all(rows.get(k, {}).get("job_id") for k in keys):
+        if all(k in rows and rows[k].job_id for k in keys):
             return
         assert time.monotonic() < deadline, f"not submitted within {timeout} s: {rows}"
         await asyncio.sleep(0.2)

@@ -98,7 +98,7 @@ def requests(keys: Sequence[str], ce: str, ledger: str, outputs: Path, seconds: 
 
 
 def converged(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[tuple[str, str, bool, str | None]]:
-    return [(r["key"], r["state"], bool(r["collected"]), r["permanent_error"]) for r in rows]
+    return [(r.key, r.state, bool(r.collected), r.permanent_error) for r in rows]
 
 
 def every(keys: Sequence[str]) -> list[tuple[str, str, bool, None]]:
@@ -182,7 +182,7 @@ async def test_a_hung_ce_actor_on_one_node_delays_only_its_own_ce_on_slurm_24_11
         await ic.declare(requests(a_keys, "a", resource.ledger, outputs, 3.0), progress=False)
 
         async def a_submitted() -> bool:
-            return all(r["job_id"] for r in await ic.rows_of(a_keys))
+            return all(r.job_id for r in await ic.rows_of(a_keys))
         await until("a's jobs submitted", a_submitted, 60, ic)
         where = {n: nodes.name_of(placement(h).node) for n, h in
                  [("reconciler", ic._handle), ("a", a_actor), ("b", b_actor)]}
@@ -205,7 +205,7 @@ async def test_a_hung_ce_actor_on_one_node_delays_only_its_own_ce_on_slurm_24_11
     print(f"\n[multinode hung-ce] placement={where} b_collected_in={b_seconds:.1f}s")
     assert where == {"reconciler": "head", "a": "worker-1", "b": "worker-2"}, "three actors on three nodes"
     assert converged(b_rows, b_keys) == every(b_keys), "b's jobs converged while a's CE actor was stopped"
-    assert not any(r["collected"] for r in a_while_stopped), "a's jobs waited for their CE actor"
+    assert not any(r.collected for r in a_while_stopped), "a's jobs waited for their CE actor"
     assert converged(a_rows, a_keys) == every(a_keys), "a's jobs converged after SIGCONT"
     keys = a_keys + b_keys
     assert resource.runs() == Counter({k: 1 for k in keys}), "each payload ran exactly once at the resource"
@@ -249,7 +249,7 @@ async def test_a_reconciler_killed_after_its_driver_exited_is_restarted_by_ray_a
         ic = Intercede(seam, handle)
 
         async def some_submitted() -> bool:
-            return any(r["job_id"] for r in await ic.rows_of(keys))
+            return any(r.job_id for r in await ic.rows_of(keys))
         await until("a first job submitted", some_submitted, 90, ic)
         before = placement(handle)
         os.kill(before.pid, signal.SIGKILL)  # no caller is alive: only Ray can bring it back

@@ -51,7 +51,7 @@ async def _until(what: str, predicate: Any, timeout: float, interval: float = 0.
 
 async def _all_submitted(ic: Intercede, keys: Sequence[str]) -> bool:
     rows = {r.key: r for r in await ic.rows()}
-    return all(rows.get(k, {}).get("job_id") for k in keys)
+    return all(k in rows and rows[k].job_id for k in keys)
 
 
 async def test_a_ce_actor_whose_node_dies_comes_back_elsewhere_and_every_job_converges_once(

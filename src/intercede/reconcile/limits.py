@@ -162,9 +162,12 @@ def submit_room(limits: CELimits, load: CELoad, bucket: TokenBucket | None, now:
         return 0, "CE in downtime" + (f" (until {ends:.0f})" if ends is not None else "")
     room, reason = budget, f"submit budget per tick ({budget}) spent"
     if limits.max_queued is not None and limits.max_queued - load.queued < room:
-        room, reason = max(0, limits.max_queued - load.queued), f"CE full: {load.queued}/{limits.max_queued} queued"
+        # The reason speaks of the queue once this plan's submits are in it: the key it holds back sees it full.
+        room = max(0, limits.max_queued - load.queued)
+        reason = f"CE full: {max(load.queued, limits.max_queued)}/{limits.max_queued} queued"
     if limits.max_total is not None and limits.max_total - load.total < room:
-        room, reason = max(0, limits.max_total - load.total), f"CE full: {load.total}/{limits.max_total} in total"
+        room = max(0, limits.max_total - load.total)
+        reason = f"CE full: {max(load.total, limits.max_total)}/{limits.max_total} in total"
     if bucket is not None:
         tokens = bucket.available(now)
         if tokens < room:
