@@ -125,6 +125,9 @@ class BatchBackend:
         self._last_seen: dict[str, NativeStatus] = {}
         self._usage: dict[str, Usage] = {}  # job id -> what it used, once accounting answered (bounded below)
         self._purged: set[str] = set()
+        # Ids this backend cancelled: Slurm keeps no record at all of a *pending* array task that is cancelled (it
+        # leaves squeue at once and sacct never lists it), so such an id, gone from queue and history, was aborted.
+        self._cancelled: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -376,6 +379,9 @@ class BatchBackend:
             return _job_status(job_id, native)
         if job_id in self._purged:
             return JobStatus(job_id=job_id, state=JobState.UNKNOWN, reason="purged: its working directory is gone")
+        if job_id in self._cancelled:
+            return JobStatus(job_id=job_id, state=JobState.ABORTED, native_state="CANCELLED",
+                             reason="cancelled before it started (the scheduler kept no record of it)")
         since = self._missing_since.setdefault(job_id, time.monotonic())
         if time.monotonic() - since < self.grace:
             last = self._last_seen.get(job_id, NativeStatus(JobState.SUBMITTED, "", reason="not listed yet"))
@@ -393,7 +399,9 @@ class BatchBackend:
         for chunk in self._chunks(jobs.values()):
             result = await self.transport.run(self.scheduler.cancel_argv(chunk), timeout=self.command_timeout)
             failed.update(self.scheduler.parse_cancel(result, chunk))
-        return [_outcome(i, jobs.get(i), failed) for i in job_ids]
+        outcomes = [_outcome(i, jobs.get(i), failed) for i in job_ids]
+        self._cancelled.update(o.job_id for o in outcomes if o.ok)
+        return outcomes
 
     async def purge(self, job_ids: Sequence[str]) -> list[Outcome]:
         """Remove each job's working directory (and, for a :class:`PurgingScheduler`, end every process left of the
@@ -406,6 +414,7 @@ class BatchBackend:
                 await self._run(["rm", "-rf", "--", *(j.workdir for j in chunk)])
         for job_id in jobs:
             self._last_seen.pop(job_id, None)
+            self._cancelled.discard(job_id)
             self._purged.add(job_id)
         return [_outcome(i, jobs.get(i), {}) for i in job_ids]
 
