@@ -85,7 +85,7 @@ async def test_the_reconcilers_node_dies_mid_submits_and_fetches_and_it_resumes_
         async def ticked() -> bool:
             return bool((await ic.stats())["ticks"] > ticks)
         await until("an idle tick", ticked, 30)
-        await ic.collect(fetches, outputs)
+        await ic.collect(fetches, outputs, wait=False)  # ask only: the fetches must be in flight, not awaited
         await ic.declare(requests(submits, CE, resource.ledger, outputs, 0.5), progress=False)
         dbname = dsn.rsplit("/", 1)[1]
 
@@ -102,6 +102,7 @@ async def test_the_reconcilers_node_dies_mid_submits_and_fetches_and_it_resumes_
         keys = fetches + submits
         rows = await ic.wait(keys, until="collected", timeout=240, progress=False)
         recovered = time.monotonic() - started
+        await ic.download(fetches, outputs)  # the collected outputs, pulled to this machine
         ce_actor = placement(found(seam, ce_actor_name(CE)))
     finally:
         stop_actors(namespace)
