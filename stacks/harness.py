@@ -18,7 +18,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,30 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex((host, port)) == 0
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """What a command run inside a container left (output decoded as UTF-8)."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def run_in(container: Any, cmd: str | Sequence[str], *, user: str = "root", workdir: str | None = None) -> ExecResult:
+    """Run ``cmd`` in a testcontainers container (a string goes through ``sh -c``; a list is exec'd as is)."""
+    argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+    code, (out, err) = container.get_wrapped_container().exec_run(argv, user=user, workdir=workdir, demux=True)
+    return ExecResult(int(code), (out or b"").decode("utf-8", "replace"), (err or b"").decode("utf-8", "replace"))
+
+
+def check_in(container: Any, cmd: str | Sequence[str], *, user: str = "root") -> str:
+    """Like :func:`run_in`, but raise ``RuntimeError`` with stderr on a non-zero exit; return stdout."""
+    res = run_in(container, cmd, user=user)
+    if res.exit_code != 0:
+        raise RuntimeError(f"{cmd!r} exited {res.exit_code}: {res.stderr.strip()}")
+    return res.stdout
 
 
 def ssh_greets(host: str, port: int) -> bool:

@@ -23,8 +23,8 @@ from typing import Any, cast
 from testcontainers.core.container import DockerContainer
 
 from stacks import harness
+from stacks.harness import ExecResult
 from stacks.keys import SSHKeys, make_keys
-from stacks.slurm_stack import ExecResult
 
 __all__ = ["SGE_VERSIONS", "GridEngineStack", "start"]
 
@@ -64,18 +64,11 @@ class GridEngineStack:
         return SSHEndpoint(**(fields | changes))
 
     def exec(self, cmd: str | Sequence[str], *, user: str = "root") -> ExecResult:
-        """Run ``cmd`` in the container (a string through ``sh -c``) with the cell's environment."""
-        argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
-        wrapped = self.container.get_wrapped_container()
-        code, (out, err) = wrapped.exec_run(argv, user=user, demux=True,
-                                            environment={"SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default"})
-        return ExecResult(int(code), (out or b"").decode("utf-8", "replace"), (err or b"").decode("utf-8", "replace"))
+        """Run ``cmd`` in the container (a string through ``sh -c``); the image sets the cell's environment."""
+        return harness.run_in(self.container, cmd, user=user)
 
     def check(self, cmd: str | Sequence[str], *, user: str = "root") -> str:
-        res = self.exec(cmd, user=user)
-        if res.exit_code != 0:
-            raise RuntimeError(f"{cmd!r} exited {res.exit_code}: {res.stderr.strip()}")
-        return res.stdout
+        return harness.check_in(self.container, cmd, user=user)
 
     def logs(self) -> str:
         return self.exec("tail -n 50 /var/spool/gridengine/qmaster/messages /var/spool/gridengine/execd/*/messages "

@@ -31,6 +31,7 @@ from typing import Any, cast
 from testcontainers.core.container import DockerContainer
 
 from stacks import harness
+from stacks.harness import ExecResult
 from stacks.keys import SSHKeys, make_keys
 
 __all__ = ["SLURM_VERSIONS", "ExecResult", "SlurmStack", "slurm_stack"]
@@ -39,15 +40,6 @@ __all__ = ["SLURM_VERSIONS", "ExecResult", "SlurmStack", "slurm_stack"]
 SLURM_VERSIONS = {"22.05": "bookworm", "24.11": "trixie", "26.05": "sid"}
 
 USERNAME = "tester"  # uid 2000 in the image; submits the jobs
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    """What a command run inside the container left (output decoded as UTF-8)."""
-
-    exit_code: int
-    stdout: str
-    stderr: str
 
 
 @dataclass
@@ -76,17 +68,11 @@ class SlurmStack:
 
     def exec(self, cmd: str | Sequence[str], *, user: str = "root", workdir: str | None = None) -> ExecResult:
         """Run ``cmd`` in the container (a string goes through ``sh -c``; a list is exec'd as is)."""
-        argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
-        wrapped = self.container.get_wrapped_container()
-        code, (out, err) = wrapped.exec_run(argv, user=user, workdir=workdir, demux=True)
-        return ExecResult(int(code), (out or b"").decode("utf-8", "replace"), (err or b"").decode("utf-8", "replace"))
+        return harness.run_in(self.container, cmd, user=user, workdir=workdir)
 
     def check(self, cmd: str | Sequence[str], *, user: str = "root") -> str:
         """Like :meth:`exec`, but raise ``RuntimeError`` with stderr on a non-zero exit; return stdout."""
-        res = self.exec(cmd, user=user)
-        if res.exit_code != 0:
-            raise RuntimeError(f"{cmd!r} exited {res.exit_code}: {res.stderr.strip()}")
-        return res.stdout
+        return harness.check_in(self.container, cmd, user=user)
 
     def restart_slurmctld(self) -> None:
         """Stop slurmctld (its state is saved) and start it again; returns once it answers ``scontrol ping``."""
