@@ -43,8 +43,25 @@ def _group(item: pytest.Item) -> str:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if item.get_closest_marker("xdist_group") is None:
+        marker = item.get_closest_marker("xdist_group")
+        if marker is None:
             item.add_marker(pytest.mark.xdist_group(_group(item)))
+        group = marker.args[0] if marker is not None and marker.args else _group(item)
+        item.user_properties.append(("group", group))  # carried to the controller with each report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The ten groups that took longest (set-up, call and teardown summed): where CI's wall time goes."""
+    totals: dict[str, float] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            props = dict(getattr(report, "user_properties", ()) or ())
+            if isinstance(props.get("group"), str) and isinstance(getattr(report, "duration", None), float):
+                totals[props["group"]] = totals.get(props["group"], 0.0) + report.duration
+    if totals:
+        terminalreporter.section("slowest test groups (s)")
+        for group, seconds in sorted(totals.items(), key=lambda kv: -kv[1])[:10]:
+            terminalreporter.write_line(f"{seconds:8.1f}  {group}")
 
 
 @pytest.fixture(scope="session")

@@ -34,10 +34,11 @@ else
     log "installing containers.conf (runc, explicit ulimits)"
     mkdir -p /etc/containers && cp "$here/containers.conf" /etc/containers/containers.conf
   fi
-  sock=/run/podman/podman.sock
+  # INTERCEDE_PODMAN_SOCK: another API socket, e.g. for a service over another storage root (a cold-run measurement).
+  sock=${INTERCEDE_PODMAN_SOCK:-/run/podman/podman.sock}
   if ! curl -sf --unix-socket "$sock" http://d/_ping >/dev/null 2>&1; then
     log "starting the podman API service on $sock"
-    mkdir -p /run/podman
+    mkdir -p "$(dirname "$sock")"
     nohup podman system service --time=0 "unix://$sock" >/var/log/podman-service.log 2>&1 &
     for _ in $(seq 100); do curl -sf --unix-socket "$sock" http://d/_ping >/dev/null 2>&1 && break; sleep 0.1; done
     curl -sf --unix-socket "$sock" http://d/_ping >/dev/null || { log "podman service did not start"; exit 1; }
