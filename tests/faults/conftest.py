@@ -23,18 +23,30 @@ from ray.cluster_utils import Cluster
 
 from stacks.slurm_stack import SlurmStack
 from stacks.slurm_stack import start as start_slurm
+from tests.faults.outages import disarm_watcher, sshd_greets, start_sshd
 
 _LOCAL: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
 
 
 @pytest.fixture(scope="session")
 def slurm_24_11() -> Iterator[SlurmStack]:
-    """A Slurm 24.11 stack (with sshd and slurmdbd) shared by the multi-node fault modules."""
+    """A Slurm 24.11 stack (with sshd and slurmdbd), started once for the fault suite."""
     stack = start_slurm("24.11")
     try:
         yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture
+def slurm(slurm_24_11: SlurmStack) -> Iterator[SlurmStack]:
+    """The shared Slurm 24.11 stack for a test that makes outages: whatever the test left down (sshd, slurmctld, an
+    armed watcher) is brought back after it, so a test that fails mid-outage does not take the next one with it."""
+    yield slurm_24_11
+    disarm_watcher(slurm_24_11)
+    if not sshd_greets(slurm_24_11):
+        start_sshd(slurm_24_11)
+    slurm_24_11.start_slurmctld()
 
 
 @pytest.fixture(scope="session")

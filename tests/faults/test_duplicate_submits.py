@@ -28,7 +28,7 @@ import secrets
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,18 +39,9 @@ from intercede.actors.reconciler import ce_actor_name, reconciler_name
 from intercede.backends.registry import build_backend
 from intercede.model import JobSpec, JobState, Resources
 from stacks.slurm_stack import SlurmStack
-from stacks.slurm_stack import start as start_slurm
 from tests.contract.waiting import until_state, until_terminal
-from tests.faults.test_outages import (
-    CE,
-    Run,
-    _job,
-    _settings,
-    _sshd_greets,
-    disarm_watcher,
-    restart_sshd,
-    start_sshd,
-)
+from tests.faults.outages import restart_sshd, wait_until
+from tests.faults.test_outages import CE, Run, _job, _settings
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("ray_local")]
 
@@ -61,24 +52,6 @@ ROUNDS = int(os.environ.get("INTERCEDE_DUPLICATE_ROUNDS", "1"))
 KEYS = {"sshd": 8, "ce-actor": 8, "reconciler": 5}
 ACTIVE = "PENDING,RUNNING,CONFIGURING,COMPLETING,SUSPENDED,REQUEUED"
 THAW_AFTER = 20.0  # seconds the frozen submits wait at most for the keys to have jobs again
-
-
-@pytest.fixture(scope="module")
-def slurm() -> Iterator[SlurmStack]:
-    stack = start_slurm("24.11")
-    try:
-        yield stack
-    finally:
-        stack.stop()
-
-
-@pytest.fixture(autouse=True)
-def _stack_up_after_each_test(slurm: SlurmStack) -> Iterator[None]:
-    yield
-    disarm_watcher(slurm)
-    if not _sshd_greets(slurm):
-        start_sshd(slurm)
-    slurm.start_slurmctld()
 
 
 @dataclass
@@ -100,14 +73,6 @@ class Round:
     def extra_jobs(self) -> int:
         """Slurm jobs beyond one per key: orphans that landed late (fenced, or on old code: run twice)."""
         return sum(self.jobs.values()) - sum(min(n, 1) for n in self.jobs.values())
-
-
-def _wait(what: str, predicate: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f} s: {what}")
-        time.sleep(0.1)
 
 
 async def _eventually(predicate: Callable[[], Awaitable[bool]], timeout: float) -> bool:
@@ -147,7 +112,7 @@ async def _round(stack: SlurmStack, tmp_path: Path, victim: str) -> Round:
         ic = run.start()
         await asyncio.to_thread(stack.stop_slurmctld)
         await ic.declare(run.requests(keys, seconds=1.0), progress=False)
-        await asyncio.to_thread(_wait, f"{len(keys)} sbatch in flight at the resource",
+        await asyncio.to_thread(wait_until, f"{len(keys)} sbatch in flight at the resource",
                                 lambda: _sbatch_running(stack) >= len(keys), 30)
         in_flight = _sbatch_running(stack)
         stack.check(["pkill", "-STOP", "-x", "sbatch"])
@@ -157,8 +122,9 @@ async def _round(stack: SlurmStack, tmp_path: Path, victim: str) -> Round:
         stack.exec(["pkill", "-CONT", "-x", "sbatch"])  # the orphans go on, and land
         rows = await run.collected(keys, timeout=240)
         # Orphans still retrying would land later: wait until none is left, and the jobs they made have ended.
-        await asyncio.to_thread(_wait, "no sbatch left at the resource", lambda: _sbatch_running(stack) == 0, 180)
-        await asyncio.to_thread(_wait, "no job of ours left in the queue", lambda: not _active_jobs(stack, keys), 60)
+        await asyncio.to_thread(wait_until, "no sbatch left at the resource", lambda: _sbatch_running(stack) == 0, 180)
+        await asyncio.to_thread(wait_until, "no job of ours left in the queue",
+                                lambda: not _active_jobs(stack, keys), 60)
         await run.until("every key still collected", lambda: run._collected(keys), timeout=60)
         rows = await run.rows(keys)
     finally:
@@ -218,7 +184,7 @@ async def test_a_fenced_attempt_whose_job_starts_later_exits_before_its_payload_
         await until_state(backend, started, {JobState.RUNNING, JobState.DONE})
         # RUNNING comes a moment before the script's first lines: wait for the job's own claim.
         claim = f"/home/{slurm.username}/{namespace}/{running}/.claim"
-        await asyncio.to_thread(_wait, "the running job claimed its attempt", lambda: slurm.exec(
+        await asyncio.to_thread(wait_until, "the running job claimed its attempt", lambda: slurm.exec(
             ["readlink", claim], user=slurm.username).stdout.strip() == "job", 30)
         fenced = await backend.fence([late, running, never])
         assert fenced == {late: True, running: False, never: True}, "a running job's claim is never taken over"

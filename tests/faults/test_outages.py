@@ -16,11 +16,10 @@ is back.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -33,90 +32,19 @@ from intercede.backends.registry import CEConfig
 from intercede.model import JobSpec, OutputFile
 from intercede.reconcile import KeyRow, Phase
 from stacks.slurm_stack import SlurmStack
-from stacks.slurm_stack import start as start_slurm
 from tests.faults.conftest import stop_actors
+from tests.faults.outages import (
+    kill_sshd_when,
+    restart_sshd,
+    sshd_killed_then_started,
+    start_sshd,
+    stop_sshd,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("ray_local")]
 
 CE = "slurm"
-SSHD = "/usr/sbin/sshd -p 22 -E /var/log/sshd.log"  # as stacks/slurm/start.sh starts it
-SSHD_PROCESSES = "sshd|sshd-session|sshd-auth"  # OpenSSH >= 10 splits sshd in three
-WATCHER_PID = "/run/intercede-sshd-watcher.pid"
-
-
-# ---- the stack and its outages
-
-
-@pytest.fixture(scope="module")
-def slurm() -> Iterator[SlurmStack]:
-    stack = start_slurm("24.11")
-    try:
-        yield stack
-    finally:
-        stack.stop()
-
-
-@pytest.fixture(autouse=True)
-def _stack_up_after_each_test(slurm: SlurmStack) -> Iterator[None]:
-    """A test that fails mid-outage must not leave the next one without sshd or slurmctld (or with a watcher armed)."""
-    yield
-    disarm_watcher(slurm)
-    if not _sshd_greets(slurm):
-        start_sshd(slurm)
-    slurm.start_slurmctld()
-
-
-def _sshd_greets(stack: SlurmStack) -> bool:
-    try:
-        with socket.create_connection((stack.host, stack.port), timeout=1.0) as s:
-            s.settimeout(1.0)
-            return s.recv(8).startswith(b"SSH-")
-    except OSError:
-        return False
-
-
-def _wait(what: str, predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f} s: {what}")
-        time.sleep(0.1)
-
-
-def stop_sshd(stack: SlurmStack) -> None:
-    """Kill the listener and every connection's sshd: open connections drop, new ones are refused."""
-    stack.exec(["pkill", "-x", SSHD_PROCESSES])
-    _wait("sshd gone", lambda: stack.exec(["pgrep", "-x", SSHD_PROCESSES]).exit_code == 1)
-    _wait("the SSH port refuses", lambda: not _sshd_greets(stack))
-
-
-def start_sshd(stack: SlurmStack) -> None:
-    stack.check(SSHD)
-    _wait("sshd greets again", lambda: _sshd_greets(stack))
-
-
-def restart_sshd(stack: SlurmStack) -> None:
-    """Kill sshd (dropping every connection) and start a new one."""
-    stop_sshd(stack)
-    start_sshd(stack)
-
-
-def kill_sshd_when(stack: SlurmStack, condition: str) -> None:
-    """Arm a watcher in the container that kills sshd the moment the shell ``condition`` holds (polled every 50 ms,
-    for at most 30 s): an outage that lands exactly where a test wants it, whatever the test process is doing."""
-    script = (f'echo $$ > {WATCHER_PID}; for _ in $(seq 600); do {condition} && break; sleep 0.05; done; '
-              f'pkill -x "{SSHD_PROCESSES}"; rm -f {WATCHER_PID}')
-    stack.container.get_wrapped_container().exec_run(["sh", "-c", script], detach=True)
-
-
-def disarm_watcher(stack: SlurmStack) -> None:
-    stack.exec(f"[ -f {WATCHER_PID} ] && kill $(cat {WATCHER_PID}); rm -f {WATCHER_PID}")
-
-
-def sshd_killed_then_started(stack: SlurmStack) -> None:
-    _wait("sshd killed", lambda: stack.exec(["pgrep", "-x", SSHD_PROCESSES]).exit_code == 1)
-    start_sshd(stack)
-
 
 # ---- intercede against that stack
 
@@ -199,7 +127,7 @@ class Run:
 
     def wait_accounted(self, keys: Sequence[str]) -> Counter[str]:
         # A job that ended while slurmctld was down reaches accounting shortly after slurmctld is back.
-        _wait("every job in Slurm's accounting", lambda: set(self.accounted(keys)) >= set(keys), timeout=60)
+        wait_until("every job in Slurm's accounting", lambda: set(self.accounted(keys)) >= set(keys), timeout=60)
         return self.accounted(keys)
 
     def assert_converged_exactly_once(self, keys: Sequence[str], rows: dict[str, KeyRow]) -> None:
