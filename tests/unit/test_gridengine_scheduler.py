@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from intercede.backends.registry import BatchConfig
 from intercede.backends.schedulers import Scheduler
 from intercede.backends.schedulers.base import BatchJob, BulkRequest, BulkScheduler, SubmitRequest, UsageScheduler
 from intercede.backends.schedulers.gridengine import GridEngineScheduler, state_of
@@ -321,3 +322,10 @@ def test_usage_fields_units_and_a_failed_query() -> None:
                           ended_at=datetime(2026, 12, 1, 16, 29, 53, tzinfo=UTC))  # no "cpu": utime + stime
     with pytest.raises(CommandError):
         S.parse_usage(CommandResult(("sh",), 2, b"", b"sh: qacct: not found", 0.1), [BatchJob("5", f"{ROOT}/u")])
+
+
+def test_the_ce_config_sets_the_array_limits() -> None:
+    backend = BatchConfig(name="cell", scheduler="sge", root=ROOT, array_max=50, array_throttle=4).build()
+    scheduler = backend.scheduler
+    assert isinstance(scheduler, GridEngineScheduler)
+    assert (scheduler.bulk_max, scheduler.array_throttle) == (50, 4)
