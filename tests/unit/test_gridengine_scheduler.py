@@ -172,7 +172,7 @@ def test_a_queued_job_whose_directory_is_not_the_one_its_name_claims_is_not_ours
 def test_load_counts_slots_and_the_callers_jobs(rec: Recording) -> None:
     load = S.parse_load(rec.result("load"))
     assert load.total_cores == 8 and 0 <= (load.free_cores or 0) <= 8
-    assert load.running >= 3 and load.queued >= 1
+    assert load.running >= 3 and load.queued >= 4  # held, cancel_pending and each task of the held array
 
 
 @pytest.mark.parametrize(("letters", "state"), [("qw", JobState.WAITING), ("hqw", JobState.WAITING),
@@ -267,8 +267,7 @@ def test_history_of_array_tasks_per_task_and_tasks_deleted_before_they_ran(rec: 
 def test_every_copy_of_an_array_is_found_by_its_tag_in_the_queue_and_in_accounting(rec: Recording) -> None:
     tags = ["rec-running", "rec-held", "rec-nope", "rec-arr.1", "rec-arr.2", "rec-harr.0", "rec-harr.5"]
     assert rec.meta["captures"]["find_queue"]["argv"][2].split(",") == [
-        "rec-running~*", "rec-held~*", "rec-nope~*", "rec-arr.1~*", "rec-arr~*~*", "rec-arr.2~*", "rec-harr.0~*",
-        "rec-harr~*~*", "rec-harr.5~*"]
+        "rec-running~*", "rec-held~*", "rec-nope~*", "rec-arr.*~*", "rec-arr~*~*", "rec-harr.*~*", "rec-harr~*~*"]
     empty = CommandResult(("sh",), 0, b"", b"", 0.1)
     queue = S.parse_find([rec.result("find_queue"), empty], tags)
     assert queue == {"rec-running": [rec.job("running")], "rec-held": [rec.job("held")], "rec-nope": [],

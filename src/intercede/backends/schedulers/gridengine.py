@@ -99,14 +99,18 @@ _HISTORY = (
 )
 _USAGE = 'for number; do echo "=== job $number"; qacct -j "$number" 2>&1; done; true'  # qacct exits 1 on a miss
 _FIND_HISTORY = 'for name; do echo "=== tag $name"; qacct -j "$name" 2>&1; done; true'  # qacct exits 1 on a miss
-_LOAD = 'qstat -g c && echo "=== jobs" && qstat -xml'
+_LOAD = 'qstat -g c && echo "=== jobs" && qstat -g d -xml'  # -g d: each pending array task counts
 
 
 def _patterns(tag: str) -> list[str]:
     """The job name patterns that find ``tag``: its single jobs' and, when it names a copy (``<base>.<i>``), the
-    arrays of ``<base>`` (which copies an array holds is read from its name and tasks)."""
+    arrays of ``<base>`` (which copies an array holds is read from its name and tasks). The single jobs of every copy
+    of one base share one pattern, ``<base>.*~*`` (each pattern is one qacct pass over the accounting file; the
+    parser keeps exact tags only)."""
     base, sep, index = tag.rpartition(".")
-    return [f"{tag}~*", *([f"{base}~*~*"] if sep and base and index.isdigit() else [])]
+    if sep and base and index.isdigit():
+        return [f"{base}.*~*", f"{base}~*~*"]
+    return [f"{tag}~*"]
 
 
 def _check_tag(tag: str) -> str:
@@ -539,7 +543,8 @@ class GridEngineScheduler:
         return ["sh", "-c", _LOAD]
 
     def parse_load(self, result: CommandResult) -> LoadReport:
-        """Total and available slots over the cluster queues (``qstat -g c``); running and queued own jobs."""
+        """Total and available slots over the cluster queues (``qstat -g c``); running and queued own jobs (each array
+        task on its own)."""
         if not result.ok:
             raise _fail(result, "load query failed")
         summary, _, jobs_xml = result.text.partition("=== jobs\n")
