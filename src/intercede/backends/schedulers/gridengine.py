@@ -461,7 +461,8 @@ class GridEngineScheduler:
     # -- find by tag --------------------------------------------------------------------------------------------------
     def find_argvs(self, tags: Sequence[str]) -> list[list[str]]:
         """``qstat -j <names> -xml`` (queued jobs with their working directory) and qacct per name (finished): the
-        name pattern ``<tag>~*`` of single jobs and, for a copy's tag ``<base>.<i>``, ``<base>~*~*`` of the arrays."""
+        name pattern ``<tag>~*`` of single jobs and, for a copy's tag ``<base>.<i>``, ``<base>.*~*`` (single jobs)
+        and ``<base>~*~*`` (the arrays) instead: see :func:`_patterns`."""
         if not tags:
             return []
         patterns = list(dict.fromkeys(p for tag in tags for p in _patterns(_check_tag(tag))))
