@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from testcontainers.core.container import DockerContainer
 
 from stacks import harness
+from stacks.harness import ExecResult
 from stacks.keys import SSHKeys, make_keys
 
 if TYPE_CHECKING:
@@ -42,13 +43,6 @@ __all__ = ["CONDOR_VERSIONS", "CondorStack", "ExecResult", "ce_stack", "condor_s
 CONDOR_VERSIONS = {"23.9": "trixie", "25": "sid"}
 USERNAME = "tester"  # uid 2000 in the image; tokens name tester@intercede.test
 IDENTITY = f"{USERNAME}@intercede.test"
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    exit_code: int
-    stdout: str
-    stderr: str
 
 
 @dataclass
@@ -89,15 +83,10 @@ class CondorStack:
 
     def exec(self, cmd: str | Sequence[str], *, user: str = "root") -> ExecResult:
         """Run ``cmd`` in the container (a string goes through ``sh -c``)."""
-        argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
-        code, (out, err) = self.container.get_wrapped_container().exec_run(argv, user=user, demux=True)
-        return ExecResult(int(code), (out or b"").decode("utf-8", "replace"), (err or b"").decode("utf-8", "replace"))
+        return harness.run_in(self.container, cmd, user=user)
 
     def check(self, cmd: str | Sequence[str], *, user: str = "root") -> str:
-        res = self.exec(cmd, user=user)
-        if res.exit_code != 0:
-            raise RuntimeError(f"{cmd!r} exited {res.exit_code}: {res.stderr.strip()} {res.stdout.strip()}")
-        return res.stdout
+        return harness.check_in(self.container, cmd, user=user)
 
     def token(self, name: str = "token", *, identity: str = IDENTITY, lifetime: int | None = None) -> Path:
         """An IDTOKEN minted by the pool (``condor_token_create``), written 0600 to a local file; returns it."""
@@ -159,6 +148,7 @@ class CondorStack:
         return self.exec("tail -n 30 /var/log/condor/*Log /var/log/condor-ce/*Log /var/log/sshd.log 2>&1").stdout
 
     def stop(self) -> None:
+        """Stop the container; remove the local credentials (minted ones and the SSH keys)."""
         if self._stopped:
             return
         self._stopped = True
@@ -166,6 +156,7 @@ class CondorStack:
             harness.stop_container(self.container)
         finally:
             shutil.rmtree(self._tmp, ignore_errors=True)
+            shutil.rmtree(self.keys.folder, ignore_errors=True)
 
 
 def start(version: str = "23.9", *, kind: str = "condor", timeout: float = 120.0) -> CondorStack:
@@ -190,7 +181,6 @@ def start(version: str = "23.9", *, kind: str = "condor", timeout: float = 120.0
         with contextlib.suppress(Exception):
             print(f"[stacks] HTCondor {version} ({kind}) did not start; its logs:\n{stack.logs()}", file=sys.stderr)
         stack.stop()
-        shutil.rmtree(keys.folder, ignore_errors=True)
         raise
     if not stack.version.startswith(version + "."):
         stack.stop()
@@ -206,7 +196,6 @@ def condor_stack(version: str = "23.9", *, timeout: float = 120.0) -> Iterator[C
         yield stack
     finally:
         stack.stop()
-        shutil.rmtree(stack.keys.folder, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -217,7 +206,6 @@ def ce_stack(version: str = "25", *, timeout: float = 120.0) -> Iterator[CondorS
         yield stack
     finally:
         stack.stop()
-        shutil.rmtree(stack.keys.folder, ignore_errors=True)
 
 
 if __name__ == "__main__":  # pragma: no cover - manual smoke test: python -m stacks.condor_stack [23.9|25]

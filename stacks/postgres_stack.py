@@ -51,6 +51,7 @@ class PostgresStack:
     container: DockerContainer = field(repr=False)
     _tmp: Path = field(repr=False)
     _databases: int = field(default=0, repr=False)
+    _stopped: bool = field(default=False, repr=False)
 
     def dsn(self, dbname: str = "intercede") -> str:
         """The connection string of ``dbname``, without the password (it is in :attr:`passfile`)."""
@@ -69,21 +70,17 @@ class PostgresStack:
         return self.dsn(name)
 
     def exec(self, *argv: str) -> tuple[int, str]:
-        """Run ``argv`` as root inside the container; return exit code and output."""
-        result = self.container.exec(list(argv))
-        return int(result.exit_code), result.output.decode(errors="replace")
+        """Run ``argv`` as root inside the container; return exit code and output (stdout, then stderr)."""
+        result = harness.run_in(self.container, list(argv))
+        return result.exit_code, result.stdout + result.stderr
 
     def stop_server(self) -> None:
         """Stop PostgreSQL (``pg_ctl stop -m fast``): every session is terminated at once; the container stays."""
-        code, out = self.exec("pg-ctl", "stop")
-        if code != 0:
-            raise RuntimeError(f"pg-ctl stop failed ({code}): {out}")
+        harness.check_in(self.container, ["pg-ctl", "stop"])
 
     def start_server(self, timeout: float = 60.0) -> None:
         """Start PostgreSQL again and wait until ``intercede`` can log in."""
-        code, out = self.exec("pg-ctl", "start")
-        if code != 0:
-            raise RuntimeError(f"pg-ctl start failed ({code}): {out}")
+        harness.check_in(self.container, ["pg-ctl", "start"])
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
@@ -98,6 +95,9 @@ class PostgresStack:
         return (out + err).decode(errors="replace")
 
     def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         try:
             harness.stop_container(self.container)
         finally:

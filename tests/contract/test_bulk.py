@@ -22,7 +22,7 @@ from tests.contract.waiting import until_state, until_terminal
 _IDS = {"direct-Local": "bulk-direct-local", "slurm-22.05": "bulk-slurm-22.05", "slurm-24.11": "bulk-slurm-24.11",
         "slurm-26.05": "bulk-slurm-26.05", "HTCondor-schedd-23.9": "bulk-htcondor-23.9-bindings",
         "HTCondor-schedd-25.x": "bulk-htcondor-25-bindings", "HTCondor-SSH-23.9": "bulk-htcondor-23.9-cli",
-        "HTCondor-SSH-25.x": "bulk-htcondor-25-cli"}
+        "HTCondor-SSH-25.x": "bulk-htcondor-25-cli", "sge-8.1.9": "bulk-sge-8.1.9"}
 _CONDOR_REFUSED = (JobSpec(executable="true", resources=Resources(native=["requirements = (((("])), "")
 
 
@@ -47,6 +47,9 @@ def _one_submission(case: Case, job_ids: list[str]) -> None:
     if case.id.startswith("slurm"):
         assert len({n.partition("_")[0] for n in natives}) == 1 and [n.partition("_")[2] for n in natives] == \
             [str(k) for k in range(len(natives))], natives
+    elif case.id.startswith("sge"):  # one array job, tasks numbered from 1
+        assert len({n.partition(".")[0] for n in natives}) == 1 and [n.partition(".")[2] for n in natives] == \
+            [str(k) for k in range(1, len(natives) + 1)], natives
     elif case.id.startswith("HTCondor"):
         assert len({n.partition(".")[0] for n in natives}) == 1 and [n.partition(".")[2] for n in natives] == \
             [str(k) for k in range(len(natives))], natives
@@ -85,7 +88,7 @@ async def test_every_copy_is_found_by_its_tag_after_a_restart_and_one_copy_can_b
         if isinstance(fresh, AttemptTaggable):
             attempts = await fresh.find_attempts(tags)  # type: ignore[arg-type]
             assert {t: list(a) for t, a in attempts.items()} == found
-            if case.id.startswith(("slurm", "direct")):  # BatchBackend: the attempt is the copy's own directory
+            if case.id.startswith(("slurm", "direct", "sge")):  # BatchBackend: the attempt is the copy's own directory
                 assert [a[j] for a, j in zip(attempts.values(), result.job_ids, strict=True)] == \
                     [j.rpartition("@")[2] for j in result.job_ids]
     first, middle, last = result.job_ids

@@ -6,19 +6,22 @@ The recordings live in ``tests/data/sge/<version>/`` (regenerate: ``.venv/bin/py
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from datetime import timedelta
+import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from intercede.backends.registry import BatchConfig
 from intercede.backends.schedulers import Scheduler
-from intercede.backends.schedulers.base import BatchJob, SubmitRequest
+from intercede.backends.schedulers.base import BatchJob, BulkRequest, BulkScheduler, SubmitRequest, UsageScheduler
 from intercede.backends.schedulers.gridengine import GridEngineScheduler, state_of
 from intercede.backends.transports.base import CommandResult
 from intercede.errors import CommandError, ConnectivityError, InvalidSpecError
-from intercede.model import JobState, Resources
+from intercede.model import JobState, Resources, Usage
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "sge"
 VERSIONS = sorted(p.parent.name for p in DATA.glob("*/captures.json"))
@@ -30,6 +33,7 @@ class Recording:
     def __init__(self, version: str) -> None:
         self.folder = DATA / version
         self.meta: dict[str, Any] = json.loads((self.folder / "captures.json").read_text())
+        self.prefixes: dict[str, str] = json.loads((self.folder / "copies.json").read_text())
 
     def result(self, name: str) -> CommandResult:
         capture = self.meta["captures"][name]
@@ -38,7 +42,10 @@ class Recording:
                              stderr.read_bytes() if stderr.exists() else b"", 0.1)
 
     def job(self, role: str) -> BatchJob:
-        return BatchJob(self.meta["jobs"][role], f"{ROOT}/{role}")
+        """The job that played ``role``; ``<array>.<k>`` is copy k of an array (task k + 1), in its copy's directory."""
+        base, _, k = role.partition(".")
+        workdir = f"{ROOT}/{self.prefixes[base]}{int(k):04d}" if base in self.prefixes else f"{ROOT}/{role}"
+        return BatchJob(self.meta["jobs"][role], workdir)
 
     def roles(self, found: dict[str, Any]) -> dict[str, Any]:
         names = {v: k for k, v in self.meta["jobs"].items()}
@@ -55,7 +62,7 @@ def test_every_version_is_recorded() -> None:
 
 
 def test_the_scheduler_satisfies_the_protocol() -> None:
-    assert isinstance(S, Scheduler)
+    assert isinstance(S, Scheduler) and isinstance(S, BulkScheduler) and isinstance(S, UsageScheduler)
 
 
 def test_submit_maps_resources_and_names_the_job_after_its_tag_and_attempt() -> None:
@@ -109,13 +116,16 @@ def test_every_command_with_the_master_down_is_a_connectivity_error(rec: Recordi
 
 
 def test_qstat_reports_each_live_state_of_the_callers_jobs(rec: Recording) -> None:
-    jobs = [rec.job(r) for r in ("running", "held", "error", "cancel_run", "cancel_pending", "array", "ok")]
-    found = rec.roles(S.parse_status(rec.result("qstat_live"), jobs))
+    roles = ("running", "held", "error", "cancel_run", "cancel_pending", "array", "ok", "arr.0", "arr.1", "arr.2",
+             "harr.0", "harr.1")
+    found = rec.roles(S.parse_status(rec.result("qstat_live"), [rec.job(r) for r in roles]))
     assert {r: (s.state, s.native_state) for r, s in found.items()} == {
         "running": (JobState.RUNNING, "r"), "held": (JobState.WAITING, "hqw"), "error": (JobState.FAILED, "Eqw"),
         "cancel_run": (JobState.RUNNING, "r"), "cancel_pending": (JobState.WAITING, "hqw"),
-        "array": (JobState.RUNNING, "r"),
-    }  # "ok" had finished: it is not in the queue
+        "array": (JobState.RUNNING, "r"),  # an array asked about by its job number: its first (running) task
+        "arr.1": (JobState.RUNNING, "r"), "arr.2": (JobState.RUNNING, "r"),
+        "harr.0": (JobState.WAITING, "hqw"), "harr.1": (JobState.WAITING, "hqw"),  # pending tasks, one entry each
+    }  # "ok" and the array's copy 0 had finished: they are not in the queue
     assert found["held"].reason == "held" and "qstat -j" in found["error"].reason
 
 
@@ -162,7 +172,7 @@ def test_a_queued_job_whose_directory_is_not_the_one_its_name_claims_is_not_ours
 def test_load_counts_slots_and_the_callers_jobs(rec: Recording) -> None:
     load = S.parse_load(rec.result("load"))
     assert load.total_cores == 8 and 0 <= (load.free_cores or 0) <= 8
-    assert load.running >= 3 and load.queued >= 1
+    assert load.running >= 3 and load.queued >= 4  # held, cancel_pending and each task of the held array
 
 
 @pytest.mark.parametrize(("letters", "state"), [("qw", JobState.WAITING), ("hqw", JobState.WAITING),
@@ -177,3 +187,144 @@ def test_state_letters(letters: str, state: JobState) -> None:
 def test_garbled_xml_is_a_command_error_never_a_state() -> None:
     with pytest.raises(CommandError, match="not XML"):
         S.parse_status(CommandResult(("qstat",), 0, b"<job_info><job_list>", b"", 0.1), [BatchJob("1", "/w")])
+
+
+# -- job arrays ------------------------------------------------------------------------------------------------------
+def _bulk(count: int = 3, tag: str | None = "key", first: int = 0, **resources: Any) -> BulkRequest:
+    workdirs = tuple(f"{ROOT}/abcdef012345{k:04d}" for k in range(count))
+    return BulkRequest(ROOT, "abcdef012345", first, count, tag, Resources(**resources), workdirs,
+                       tuple(f"{w}/job.sh" for w in workdirs), f"{ROOT}/abcdef012345ffff")
+
+
+def test_copies_are_one_array_named_after_the_tag_the_first_copy_and_the_prefix_working_in_the_anchor() -> None:
+    argv = S.submit_bulk_argv(_bulk(first=1000, cores=2, queue="long.q"))
+    assert argv[:4] == ["qsub", "-terse", "-w", "e"] and argv[-1] == f"{ROOT}/abcdef012345ffff/array.sh"
+    assert argv[argv.index("-N") + 1] == "key~1000~abcdef012345"
+    assert argv[argv.index("-wd") + 1] == f"{ROOT}/abcdef012345ffff"
+    assert argv[argv.index("-t") + 1] == "1-3" and "-tc" not in argv
+    assert argv[argv.index("-o") + 1] == argv[argv.index("-e") + 1] == "/dev/null"
+    assert argv[argv.index("-pe") + 1:argv.index("-pe") + 3] == ["smp", "2"] and "long.q" in argv
+    throttled = GridEngineScheduler(ROOT, array_throttle=5).submit_bulk_argv(_bulk(tag=None))
+    assert throttled[throttled.index("-tc") + 1] == "5" and throttled[throttled.index("-N") + 1] == "intercede"
+    with pytest.raises(InvalidSpecError):
+        S.submit_bulk_argv(_bulk(tag="a b"))
+    with pytest.raises(ValueError, match="array_max"):
+        GridEngineScheduler(ROOT, array_max=10_001)
+
+
+def test_the_launcher_runs_the_copy_of_its_task_in_the_copys_directory(tmp_path: Path) -> None:
+    request = dataclasses.replace(_bulk(), root=str(tmp_path))
+    for k in range(3):
+        (tmp_path / f"abcdef012345{k:04d}").mkdir()
+        (tmp_path / f"abcdef012345{k:04d}" / "job.sh").write_text(f'echo "copy {k} in $(pwd)"; echo err >&2\n')
+    launcher = tmp_path / "array.sh"
+    launcher.write_text(S.bulk_launcher(request) or "")
+    run = subprocess.run(["/bin/sh", str(launcher)], env={"SGE_TASK_ID": "2", "PATH": "/usr/bin:/bin"}, check=True,
+                         capture_output=True, text=True)
+    assert run.stdout == run.stderr == ""  # redirected into the copy's directory
+    copy = tmp_path / "abcdef0123450001"
+    assert (copy / ".sge.out").read_text() == f"copy 1 in {copy}\n" and (copy / ".sge.err").read_text() == "err\n"
+    unset = subprocess.run(["/bin/sh", str(launcher)], env={"PATH": "/usr/bin:/bin"}, capture_output=True)
+    assert unset.returncode != 0 and not (tmp_path / "abcdef012345-001").exists()
+
+
+def test_qsub_of_an_array_gives_one_id_per_task(rec: Recording) -> None:
+    ids = S.parse_submit_bulk(rec.result("qsub_bulk"), _bulk())
+    assert ids == [rec.meta["jobs"][f"arr.{k}"] for k in range(3)]
+    assert [i.partition(".")[2] for i in ids] == ["1", "2", "3"]
+    with pytest.raises(CommandError, match="not an array of 4 tasks"):
+        S.parse_submit_bulk(rec.result("qsub_bulk"), _bulk(count=4))
+    with pytest.raises(CommandError, match="unknown queue"):
+        S.parse_submit_bulk(rec.result("qsub_bad_queue"), _bulk())
+
+
+def test_qdel_of_tasks_reports_a_finished_task_and_an_unknown_job_per_id(rec: Recording) -> None:
+    jobs = [rec.job("arr.0"), rec.job("arr.1"), rec.job("harr.0"), BatchJob("99999.1", f"{ROOT}/x")]
+    assert S.cancel_argv(jobs) == ["qdel", *(j.native_id for j in jobs)]
+    failed = rec.roles(S.parse_cancel(rec.result("qdel_tasks"), jobs))
+    assert set(failed) == {"arr.0", "99999.1"}  # the running and the held task were deleted
+    assert "task" in failed["arr.0"] and "does not exist" in failed["99999.1"]
+
+
+def test_a_deleted_task_leaves_the_queue_while_the_other_tasks_stay(rec: Recording) -> None:
+    roles = ("arr.1", "arr.2", "harr.0", "harr.1")
+    found = rec.roles(S.parse_status(rec.result("qstat_after_task_deletion"), [rec.job(r) for r in roles]))
+    assert {r: s.native_state for r, s in found.items()} == {"arr.2": "r", "harr.1": "hqw"}
+
+
+def test_history_of_array_tasks_per_task_and_tasks_deleted_before_they_ran(rec: Recording) -> None:
+    roles = ("arr.0", "arr.1", "arr.2", "harr.0", "harr.1")
+    argv = S.history_argv([rec.job(r) for r in roles]) or []
+    numbers = argv[4:argv.index("--")]
+    assert numbers == [rec.meta["jobs"]["arr.0"].split(".")[0], rec.meta["jobs"]["harr.0"].split(".")[0]]
+    found = rec.roles(S.parse_history(rec.result("history"), [rec.job(r) for r in roles]))
+    assert {r: (s.state, s.exit_code) for r, s in found.items()} == {
+        "arr.0": (JobState.DONE, 0), "arr.1": (JobState.ABORTED, 137), "arr.2": (JobState.ABORTED, 137),
+        "harr.0": (JobState.ABORTED, None), "harr.1": (JobState.ABORTED, None),
+    }
+
+
+def test_every_copy_of_an_array_is_found_by_its_tag_in_the_queue_and_in_accounting(rec: Recording) -> None:
+    tags = ["rec-running", "rec-held", "rec-nope", "rec-arr.1", "rec-arr.2", "rec-harr.0", "rec-harr.5"]
+    assert rec.meta["captures"]["find_queue"]["argv"][2].split(",") == [
+        "rec-running~*", "rec-held~*", "rec-nope~*", "rec-arr.*~*", "rec-arr~*~*", "rec-harr.*~*", "rec-harr~*~*"]
+    empty = CommandResult(("sh",), 0, b"", b"", 0.1)
+    queue = S.parse_find([rec.result("find_queue"), empty], tags)
+    assert queue == {"rec-running": [rec.job("running")], "rec-held": [rec.job("held")], "rec-nope": [],
+                     "rec-arr.1": [rec.job("arr.1")], "rec-arr.2": [rec.job("arr.2")],
+                     "rec-harr.0": [rec.job("harr.0")], "rec-harr.5": []}  # the held array has copies 0 and 1
+    tags = ["rec-ok", "rec-cancel_run", "rec-nope", "rec-arr.0", "rec-arr.2", "rec-harr.0"]
+    gone = CommandResult(("qstat",), 1, b"", b"Following jobs do not exist", 0.1)
+    history = S.parse_find([gone, rec.result("find_history")], tags)
+    assert history == {"rec-ok": [rec.job("ok")], "rec-cancel_run": [rec.job("cancel_run")], "rec-nope": [],
+                       "rec-arr.0": [rec.job("arr.0")], "rec-arr.2": [rec.job("arr.2")],
+                       "rec-harr.0": []}  # deleted before it ran: no accounting record
+
+
+def test_an_array_whose_name_is_not_ours_is_not_read() -> None:
+    xml = (b"<detailed_job_info><djob_info><element><JB_job_number>9</JB_job_number>"
+           b"<JB_job_name>key~0~abcdef012345</JB_job_name><JB_cwd>/elsewhere</JB_cwd><JB_ja_structure><task_id_range>"
+           b"<RN_min>1</RN_min><RN_max>2</RN_max><RN_step>1</RN_step></task_id_range></JB_ja_structure></element>"
+           b"<element><JB_job_number>10</JB_job_number><JB_job_name>key~0~not-a-prefix</JB_job_name>"
+           b"<JB_cwd>/elsewhere</JB_cwd></element></djob_info></detailed_job_info>")
+    found = S.parse_find([CommandResult(("qstat",), 0, xml, b"", 0.1), CommandResult(("sh",), 0, b"", b"", 0.1)],
+                         ["key.0", "key.1"])
+    assert found == {"key.0": [], "key.1": []}
+
+
+# -- usage -----------------------------------------------------------------------------------------------------------
+def test_usage_of_finished_jobs_and_array_tasks_from_qacct(rec: Recording) -> None:
+    roles = ("busy", "ok", "fail", "cancel_run", "cancel_pending", "arr.0", "arr.1", "harr.0")
+    jobs = [rec.job(r) for r in roles]
+    numbers = [j.native_id.split(".")[0] for j in jobs]
+    assert S.usage_argv(jobs)[4:] == list(dict.fromkeys(numbers))  # one qacct per job: an array's tasks share it
+    found = rec.roles(S.parse_usage(rec.result("usage"), jobs))
+    assert set(found) == {"busy", "ok", "fail", "cancel_run", "arr.0", "arr.1"}  # never ran: no record
+    busy = found["busy"]
+    assert busy.node == "sgehost" and busy.cpu_seconds is not None and busy.cpu_seconds > 0.1
+    assert busy.wall_seconds is not None and busy.wall_seconds >= 1
+    assert busy.peak_memory_mb is not None and 0 < busy.peak_memory_mb < 1024
+    assert busy.started_at is not None and busy.ended_at is not None and busy.started_at <= busy.ended_at
+    assert busy.started_at.tzinfo is not None
+    for usage in found.values():
+        assert usage.node == "sgehost" and usage.ended_at is not None and usage.wall_seconds is not None
+
+
+def test_usage_fields_units_and_a_failed_query() -> None:
+    text = (b"=== job 5\n==============================================================\nhostname     node7\n"
+            b"jobnumber    5\ntaskid       undefined\nstart_time   Tue Dec  1 16:28:50 2026\n"
+            b"end_time     Tue Dec  1 16:29:53 2026\nru_wallclock 63s\nru_utime     1.500s\nru_stime     0.250s\n"
+            b"maxvmem      1.500GB\n")
+    (usage,) = S.parse_usage(CommandResult(("sh",), 0, text, b"", 0.1), [BatchJob("5", f"{ROOT}/u")]).values()
+    assert usage == Usage(wall_seconds=63, cpu_seconds=1.75, peak_memory_mb=1536, node="node7",
+                          started_at=datetime(2026, 12, 1, 16, 28, 50, tzinfo=UTC),
+                          ended_at=datetime(2026, 12, 1, 16, 29, 53, tzinfo=UTC))  # no "cpu": utime + stime
+    with pytest.raises(CommandError):
+        S.parse_usage(CommandResult(("sh",), 2, b"", b"sh: qacct: not found", 0.1), [BatchJob("5", f"{ROOT}/u")])
+
+
+def test_the_ce_config_sets_the_array_limits() -> None:
+    backend = BatchConfig(name="cell", scheduler="sge", root=ROOT, array_max=50, array_throttle=4).build()
+    scheduler = backend.scheduler
+    assert isinstance(scheduler, GridEngineScheduler)
+    assert (scheduler.bulk_max, scheduler.array_throttle) == (50, 4)

@@ -253,8 +253,8 @@ class BatchConfig(CEConfigBase):
     root: str = Field(pattern=r"^/[^\x00]*$")
     transport: str = "local"
     transport_options: TransportOptions = Field(default_factory=LocalOptions)
-    #: Slurm: the most tasks of one job array (keep it below the cluster's MaxArraySize), and how many of them may
-    #: run at once (``--array=...%<n>``; unset: no limit).
+    #: Slurm and Grid Engine: the most tasks of one job array (keep it below the cluster's MaxArraySize /
+    #: max_aj_tasks), and how many of them may run at once (``--array=...%<n>``, ``-tc <n>``; unset: no limit).
     array_max: int = Field(1000, ge=1, le=10_000)
     array_throttle: int | None = Field(None, ge=1)
 
@@ -312,7 +312,7 @@ def _scheduler(config: BatchConfig) -> Scheduler:
     if config.scheduler == "sge":
         from intercede.backends.schedulers.gridengine import GridEngineScheduler
 
-        return GridEngineScheduler(config.root)
+        return GridEngineScheduler(config.root, array_max=config.array_max, array_throttle=config.array_throttle)
     from intercede.backends.schedulers.slurm import SlurmScheduler
 
     return SlurmScheduler(array_max=config.array_max, array_throttle=config.array_throttle)

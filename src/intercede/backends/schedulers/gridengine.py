@@ -37,6 +37,30 @@ Quirks this module absorbs:
   tag, in the queue (where ``JB_cwd`` is checked against the name) and in accounting.
 * Names may not hold ``,/:@\\`` or blanks, and ``*?[]`` are pattern characters: tags holding them are refused
   (:class:`~intercede.errors.InvalidSpecError`).
+
+Job arrays (several copies of one spec, :class:`~intercede.backends.schedulers.base.BulkScheduler`):
+
+* ``qsub -t 1-N`` is one job with N tasks; Grid Engine numbers tasks from 1 (``-t 0-...`` is refused), so copy ``k``
+  of the submission is task ``k + 1`` and its native id is ``<job>.<task>``, as qstat/qdel/qacct spell it. The array
+  works in its anchor directory; the launcher (``array.sh``) enters the copy's directory from ``$SGE_TASK_ID``.
+* ``qstat -xml`` shows the pending tasks of an array as ONE entry with a range (``<tasks>1-3:1</tasks>``) and each
+  running task as its own entry; ``-g d`` lists every task on its own, so status asks with ``-g d``.
+* The zombie list (``qstat -s z``) gives an array's finished tasks as a range too (``1``, ``1-3:1``), already while
+  other tasks still run; ``qacct`` has one record per task (``taskid <n>``; ``undefined`` for a plain job).
+* ``qdel <job>.<task>`` deletes one task (``qdel <job> -t <task>`` too); for a finished task of a live array it
+  says ``job "<job>" task "<task>" does not exist``, and once the whole array is gone ``denied: job "<job>" does not
+  exist`` (covering every task asked for).
+* A pending task deleted while others are still queued has no record anywhere until the whole array is done; the
+  backend answers such an id from its own cancel (:class:`~intercede.backends.batch.BatchBackend`).
+* An array is named ``<base>~<first>~<prefix>`` (two ``~``; a single job's name has one): the copies it holds are
+  ``<base>.<first + task - 1>``, and they work in ``root/<prefix><task - 1:04d>``. ``qstat -j`` shows the array once
+  (``JB_ja_structure``: the submitted range; ``JB_cwd``: the anchor ``root/<prefix>ffff``), accounting per task.
+
+Usage records (:class:`~intercede.backends.schedulers.base.UsageScheduler`) come from ``qacct -j``: ``ru_wallclock``
+(``3s``), ``cpu`` (``0.009s``; user + system time, also ``ru_utime`` + ``ru_stime``), ``maxvmem`` (``3.066MB``, a
+1024-based unit; the peak *virtual* memory execd sampled, summed over the job's processes — Grid Engine's
+``ru_maxrss`` is printed in the wrong unit, KB for KiB counts, and is the largest single process only), ``hostname``,
+``start_time``/``end_time`` (``Tue Dec  1 16:28:50 2026``, the cell's local time, taken as UTC).
 """
 
 from __future__ import annotations
@@ -44,32 +68,49 @@ from __future__ import annotations
 import math
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
 
 from intercede.backends.capabilities import LoadReport
-from intercede.backends.schedulers.base import BatchJob, NativeStatus, SubmitRequest
+from intercede.backends.jobscript import SCRIPT, shell_word
+from intercede.backends.schedulers.base import BatchJob, BulkRequest, NativeStatus, SubmitRequest
 from intercede.backends.transports.base import CommandResult
 from intercede.errors import CommandError, ConnectivityError, InvalidSpecError
-from intercede.model import JobState
+from intercede.model import JobState, Resources, Usage
 
 __all__ = ["GridEngineScheduler", "state_of"]
 
-_JOB_ID = re.compile(r"[1-9][0-9]*\Z")
-_TERSE_ID = re.compile(r"([1-9][0-9]*)(?:\.[0-9]+-[0-9]+:[0-9]+)?\Z")
+_JOB_ID = re.compile(r"([1-9][0-9]*)(?:\.([1-9][0-9]*))?\Z")  # a job, or one task of an array (12.3)
+_TERSE_ID = re.compile(r"([1-9][0-9]*)(?:\.([0-9]+)-([0-9]+):([0-9]+))?\Z")
+_RANGE = re.compile(r"([0-9]+)(?:-([0-9]+)(?::([0-9]+))?)?\Z")  # qstat's task ranges: 3, 1-3:1
 _NAME = re.compile(r"[^\s,/:@\\*?\[\]~'\"]+\Z")  # a tag, as it may appear in a job name and a name pattern
 _NOT_EXIST = re.compile(r'job "?([0-9]+)"? does not exist')
+_TASK_NOT_EXIST = re.compile(r'job "([0-9]+)" task "([0-9]+)" does not exist')
 _NO_MASTER = ("unable to send message to qmaster", "unable to contact qmaster", "commlib error",
               "can't unpack gdi request", "failed receiving gdi request")
 _SECTION = "=== "
-# One round trip for the history: each job's accounting records (qacct), whether its script claimed its directory,
-# then the zombie list. Job ids and directories arrive as arguments ("$@": id dir id dir ...), never spliced in.
+# One round trip for the history: each job's accounting records (qacct, once per job number: an array's tasks share
+# it), whether each id's script claimed its directory, then the zombie list. Everything arrives as arguments
+# ("$@": number ... -- id dir id dir ...), never spliced in.
 _HISTORY = (
-    'while [ $# -ge 2 ]; do echo "=== job $1"; qacct -j "$1" 2>&1; '
-    '[ -L "$2/.claim" ] && echo "=== claimed $1"; shift 2; done; '
+    'while [ $# -gt 0 ] && [ "$1" != -- ]; do echo "=== job $1"; qacct -j "$1" 2>&1; shift; done; shift; '
+    'while [ $# -ge 2 ]; do [ -L "$2/.claim" ] && echo "=== claimed $1"; shift 2; done; '
     'echo "=== zombies"; qstat -s z -xml'
 )
+_USAGE = 'for number; do echo "=== job $number"; qacct -j "$number" 2>&1; done; true'  # qacct exits 1 on a miss
 _FIND_HISTORY = 'for name; do echo "=== tag $name"; qacct -j "$name" 2>&1; done; true'  # qacct exits 1 on a miss
-_LOAD = 'qstat -g c && echo "=== jobs" && qstat -xml'
+_LOAD = 'qstat -g c && echo "=== jobs" && qstat -g d -xml'  # -g d: each pending array task counts
+
+
+def _patterns(tag: str) -> list[str]:
+    """The job name patterns that find ``tag``: its single jobs' and, when it names a copy (``<base>.<i>``), the
+    arrays of ``<base>`` (which copies an array holds is read from its name and tasks). The single jobs of every copy
+    of one base share one pattern, ``<base>.*~*`` (each pattern is one qacct pass over the accounting file; the
+    parser keeps exact tags only)."""
+    base, sep, index = tag.rpartition(".")
+    if sep and base and index.isdigit():
+        return [f"{base}.*~*", f"{base}~*~*"]
+    return [f"{tag}~*"]
 
 
 def _check_tag(tag: str) -> str:
@@ -106,10 +147,38 @@ def _fail(result: CommandResult, why: str) -> CommandError | ConnectivityError:
 
 
 def _ids(jobs: Sequence[BatchJob]) -> list[str]:
+    """The ids to put on a command line (``12``, ``12.3``): only these forms, so no id can widen a command."""
     ids = [j.native_id for j in jobs if _JOB_ID.match(j.native_id)]
     if not ids:
         raise InvalidSpecError(f"no Grid Engine job id among {[j.native_id for j in jobs]!r}")
     return ids
+
+
+def _numbers(jobs: Sequence[BatchJob]) -> list[str]:
+    """The distinct job numbers of ``jobs`` (an array's tasks share theirs), for qacct, which takes a job."""
+    return list(dict.fromkeys(m[1] for j in jobs if (m := _JOB_ID.match(j.native_id))))
+
+
+def _tasks(text: str) -> Iterator[int]:
+    """The task ids of qstat's ``tasks`` text: ``3``, ``1-3:1``, or a comma list of those."""
+    for part in text.split(","):
+        match = _RANGE.match(part.strip())
+        if match:
+            low = int(match[1])
+            high, step = int(match[2] or low), max(int(match[3] or 1), 1)
+            yield from range(low, min(high, low + 10_000 * step) + 1, step)  # bounded: BulkRequest holds <= 10,000
+
+
+def _keys(number: str, tasks: str | None) -> list[str]:
+    """The native ids one ``job_list`` entry stands for: the job, or each of its array tasks (``12.3``)."""
+    tasks = (tasks or "").strip()
+    return [f"{number}.{t}" for t in _tasks(tasks)] if tasks else [number]
+
+
+def _record_key(record: dict[str, str]) -> str:
+    """A qacct record's native id: ``<jobnumber>`` or, for an array task, ``<jobnumber>.<taskid>``."""
+    number, task = record.get("jobnumber", ""), record.get("taskid", "undefined")
+    return f"{number}.{task}" if task.isdigit() else number
 
 
 def _xml(result: CommandResult, text: str, what: str) -> ET.Element:
@@ -147,6 +216,44 @@ def _records(text: str) -> list[dict[str, str]]:
     return records
 
 
+def _seconds(text: str | None) -> float | None:
+    """qacct's durations: ``3s``, ``0.009s`` (8.1.9 prints the unit), or a bare number."""
+    try:
+        return float((text or "").strip().removesuffix("s"))
+    except ValueError:
+        return None
+
+
+_MEMORY_UNITS = {"B": 1 / 1024**2, "KB": 1 / 1024, "K": 1 / 1024, "MB": 1.0, "M": 1.0, "GB": 1024.0, "G": 1024.0,
+                 "TB": 1024.0**2, "T": 1024.0**2}
+
+
+def _mib(text: str | None) -> float | None:
+    """qacct's memory figures (``3.066MB``, ``0.000B``: 1024-based units) in MiB; None when unparsable."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([KMGT]?B?)", (text or "").strip())
+    return float(match[1]) * _MEMORY_UNITS[match[2] or "B"] if match else None
+
+
+def _when(text: str | None) -> datetime | None:
+    """qacct's times (``Tue Dec  1 16:28:50 2026``, the cell's local time, taken as UTC); None for ``-/-`` (the job
+    never started) or anything else."""
+    try:
+        return datetime.strptime(" ".join((text or "").split()), "%a %b %d %H:%M:%S %Y").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def _usage(record: dict[str, str]) -> Usage:
+    cpu = _seconds(record.get("cpu"))
+    if cpu is None:
+        user, system = _seconds(record.get("ru_utime")), _seconds(record.get("ru_stime"))
+        cpu = user + system if user is not None and system is not None else None
+    host = record.get("hostname", "").strip()
+    return Usage(wall_seconds=_seconds(record.get("ru_wallclock")), cpu_seconds=cpu,
+                 peak_memory_mb=_mib(record.get("maxvmem")), node=host if host and host != "-/-" else None,
+                 started_at=_when(record.get("start_time")), ended_at=_when(record.get("end_time")))
+
+
 def _final(record: dict[str, str]) -> NativeStatus:
     """A qacct record -> the job's final status (see the module docstring for ``failed``)."""
     failed_text = record.get("failed", "0")
@@ -168,14 +275,27 @@ class GridEngineScheduler:
     ``root`` is the directory holding the jobs' working directories (BatchBackend's root); ``job_name`` names jobs
     submitted without a tag; ``parallel_environment`` is the PE that ``cores`` > 1 asks for
     (``-pe <pe> <cores>``; sites name theirs, often ``smp``); ``queue`` in a job's resources maps to ``-q``.
+    Several copies are one job array of at most ``array_max`` tasks (keep it within the cell's ``max_aj_tasks``,
+    75,000 by default), ``array_throttle`` of them running at once (``-tc <n>``; None: no limit).
     """
 
     name = "sge"
 
-    def __init__(self, root: str, *, job_name: str = "intercede", parallel_environment: str = "smp") -> None:
+    def __init__(self, root: str, *, job_name: str = "intercede", parallel_environment: str = "smp",
+                 array_max: int = 1000, array_throttle: int | None = None) -> None:
+        if not 1 <= array_max <= 10_000:
+            raise ValueError(f"array_max must be 1..10000, got {array_max}")
+        if array_throttle is not None and array_throttle < 1:
+            raise ValueError(f"array_throttle must be >= 1, got {array_throttle}")
         self.root = root.rstrip("/")
         self.job_name = job_name
         self.parallel_environment = parallel_environment
+        self.array_max = array_max
+        self.array_throttle = array_throttle
+
+    @property
+    def bulk_max(self) -> int:
+        return self.array_max
 
     # -- submit -----------------------------------------------------------------------------------------------------
     def submit_argv(self, request: SubmitRequest) -> list[str]:
@@ -188,11 +308,16 @@ class GridEngineScheduler:
         res = request.resources
         _check_tag(request.tag or self.job_name)
         name = f"{request.tag}~{request.workdir.rsplit('/', 1)[-1]}" if request.tag else self.job_name
+        argv = ["qsub", "-terse", "-w", "e", "-N", name, "-S", "/bin/sh", "-wd", request.workdir,
+                "-o", f"{request.workdir}/.sge.out", "-e", f"{request.workdir}/.sge.err",
+                *self._resource_options(res)]
+        return [*argv, *res.native, request.script]
+
+    def _resource_options(self, res: Resources) -> list[str]:
         if res.gpus or res.nodes > 1:
             raise InvalidSpecError("Grid Engine has no portable request for GPUs or several nodes: pass the site's "
                                    "own (e.g. -l gpu=1, -pe mpi 64) in resources.native")
-        argv = ["qsub", "-terse", "-w", "e", "-N", name, "-S", "/bin/sh", "-wd", request.workdir,
-                "-o", f"{request.workdir}/.sge.out", "-e", f"{request.workdir}/.sge.err"]
+        argv: list[str] = []
         if res.cores > 1:
             argv += ["-pe", self.parallel_environment, str(res.cores)]
         limits = []
@@ -206,7 +331,7 @@ class GridEngineScheduler:
             argv += ["-q", res.queue]
         if res.account:
             argv += ["-A", res.account]
-        return [*argv, *res.native, request.script]
+        return argv
 
     def parse_submit(self, result: CommandResult) -> str:
         """The job id from ``-terse``'s output. A refusal raises CommandError with qsub's reason; a lost master
@@ -223,11 +348,46 @@ class GridEngineScheduler:
             raise _fail(result, f"no job id in the output {result.text[:200]!r}")
         return match[1]
 
+    # -- bulk submission: one job array ------------------------------------------------------------------------------
+    def bulk_launcher(self, request: BulkRequest) -> str | None:
+        """The array's job script: task ``t`` runs copy ``t - 1``'s ``job.sh`` in its own directory (Grid Engine's own
+        stdout/stderr of the task go to ``.sge.out``/``.sge.err`` there, as for a single job)."""
+        return "\n".join([
+            "#!/bin/sh",
+            "# generated by intercede: task t of this job array runs copy t-1 in its own working directory",
+            'k=$(printf %04d "$((${SGE_TASK_ID:?} - 1))") || exit 97',
+            f"cd {shell_word(request.root)}/{request.prefix}\"$k\" || exit 97",
+            "exec >.sge.out 2>.sge.err",
+            f"exec /bin/sh ./{SCRIPT}",
+            "",
+        ])
+
+    def submit_bulk_argv(self, request: BulkRequest) -> list[str]:
+        """``qsub -t 1-<n> [-tc <throttle>]``, named ``<tag>~<first>~<prefix>`` (or ``job_name``), working in the
+        array's anchor directory (which outlives every copy), the launcher as its script."""
+        res = request.resources
+        name = f"{_check_tag(request.tag)}~{request.first}~{request.prefix}" if request.tag else self.job_name
+        argv = ["qsub", "-terse", "-w", "e", "-N", name, "-S", "/bin/sh", "-wd", request.anchor,
+                "-o", "/dev/null", "-e", "/dev/null",  # the launcher redirects into the copy's directory
+                "-t", f"1-{request.count}", *(["-tc", str(self.array_throttle)] if self.array_throttle else []),
+                *self._resource_options(res)]
+        return [*argv, *res.native, request.launcher]
+
+    def parse_submit_bulk(self, result: CommandResult, request: BulkRequest) -> list[str]:
+        """``<job>.<task>`` for every task, from ``-terse``'s ``<job>.1-<n>:1`` (a refusal raises as for one job)."""
+        job = self.parse_submit(result)
+        lines = [line.strip() for line in result.text.splitlines() if line.strip()]
+        match = _TERSE_ID.match(lines[-1])
+        if match is None or match[2] is None or (int(match[2]), int(match[3]), int(match[4])) != (1, request.count, 1):
+            raise _fail(result, f"not an array of {request.count} tasks: {result.text[:200]!r}")
+        return [f"{job}.{t}" for t in range(1, request.count + 1)]
+
     # -- status and history -------------------------------------------------------------------------------------------
     def status_argv(self, jobs: Sequence[BatchJob]) -> list[str]:
-        """``qstat -xml``: every job of the caller in the queue, in one call (qstat filters by user, not by id)."""
+        """``qstat -g d -xml``: every job of the caller in the queue, each array task on its own, in one call (qstat
+        filters by user, not by id)."""
         _ids(jobs)
-        return ["qstat", "-xml"]
+        return ["qstat", "-g", "d", "-xml"]
 
     def parse_status(self, result: CommandResult, jobs: Sequence[BatchJob]) -> dict[str, NativeStatus]:
         if not result.ok:
@@ -236,17 +396,21 @@ class GridEngineScheduler:
         found: dict[str, NativeStatus] = {}
         for job in _job_lists(_xml(result, result.text, "qstat")):
             number = (job.findtext("JB_job_number") or "").strip()
-            if number in wanted:
+            # An array asked about by its job number alone (submitted with a native -t) has the state of its first
+            # entry: a running task's (running tasks are listed before pending ones).
+            keys = [k for k in _keys(number, job.findtext("tasks")) if k in wanted]
+            keys += [number] if number in wanted and number not in found else []
+            for key in dict.fromkeys(keys):
                 letters = (job.findtext("state") or "").strip()
                 reason = "held" if "h" in letters else ("error state: see qstat -j" if "E" in letters else "")
-                found[number] = NativeStatus(state_of(letters), letters, None, reason)
+                found[key] = NativeStatus(state_of(letters), letters, None, reason)
         return found
 
     def history_argv(self, jobs: Sequence[BatchJob]) -> list[str] | None:
-        """One ``sh -c``: qacct per job, whether its script claimed its directory, then the zombie list."""
+        """One ``sh -c``: qacct per job number, whether each id's script claimed its directory, then the zombie list."""
         ids = set(_ids(jobs))
         pairs = [arg for j in jobs if j.native_id in ids for arg in (j.native_id, j.workdir)]
-        return ["sh", "-c", _HISTORY, "sh", *pairs]
+        return ["sh", "-c", _HISTORY, "sh", *_numbers(jobs), "--", *pairs]
 
     def parse_history(self, result: CommandResult, jobs: Sequence[BatchJob]) -> dict[str, NativeStatus]:
         """Id -> final status from accounting; a zombie without accounting that never claimed its directory was
@@ -262,14 +426,14 @@ class GridEngineScheduler:
             kind, _, number = head.partition(" ")
             if kind == "claimed":
                 claimed.add(number)
-            elif kind == "job" and number in wanted:
+            elif kind == "job":
                 if any(m in body for m in _NO_MASTER):
                     raise _fail(result, "accounting query failed")
-                records = [r for r in _records(body) if r.get("jobnumber") == number]
-                if records:
-                    found[number] = _final(records[-1])
-        zombies = {(j.findtext("JB_job_number") or "").strip()
-                   for j in _job_lists(_xml(result, zombies_text.strip(), "qstat -s z"))}
+                for record in _records(body):  # in file order: a job number reused later (a reset cell) wins
+                    if record.get("jobnumber") == number and (key := _record_key(record)) in wanted:
+                        found[key] = _final(record)
+        zombies = {key for j in _job_lists(_xml(result, zombies_text.strip(), "qstat -s z"))
+                   for key in _keys((j.findtext("JB_job_number") or "").strip(), j.findtext("tasks"))}
         for number in (wanted & zombies) - found.keys() - claimed:
             found[number] = NativeStatus(JobState.ABORTED, "deleted", None, "deleted before it started")
         return found
@@ -279,50 +443,109 @@ class GridEngineScheduler:
         return ["qdel", *_ids(jobs)]
 
     def parse_cancel(self, result: CommandResult, jobs: Sequence[BatchJob]) -> dict[str, str]:
-        """Id -> why it was not cancelled; qdel's exit 1 with only per-id refusals is not a failure as a whole."""
+        """Id -> why it was not cancelled; qdel's exit 1 with only per-id refusals is not a failure as a whole.
+
+        ``job "12" does not exist`` covers every id of job 12 asked for (the job, or each of its tasks);
+        ``job "12" task "3" does not exist`` the task ``12.3`` only."""
         errors = {j.native_id: "not a Grid Engine job id" for j in jobs if not _JOB_ID.match(j.native_id)}
         said = result.text + "\n" + _text(result)
-        per_id = {m[1]: f'job "{m[1]}" does not exist (unknown or finished)' for m in _NOT_EXIST.finditer(said)}
+        gone = {m[1] for m in _NOT_EXIST.finditer(said)}
+        per_id = {j.native_id: f'job "{j.native_id}" does not exist (unknown or finished)' for j in jobs
+                  if (m := _JOB_ID.match(j.native_id)) and m[1] in gone}
+        per_id |= {f"{m[1]}.{m[2]}": f'task "{m[1]}.{m[2]}" does not exist (unknown or finished)'
+                   for m in _TASK_NOT_EXIST.finditer(said)}
         if not result.ok and (not per_id or any(m in said for m in _NO_MASTER)):
             raise _fail(result, "cancel failed")
         return errors | per_id
 
     # -- find by tag --------------------------------------------------------------------------------------------------
     def find_argvs(self, tags: Sequence[str]) -> list[list[str]]:
-        """``qstat -j <names> -xml`` (queued jobs with their working directory) and qacct per name (finished)."""
+        """``qstat -j <names> -xml`` (queued jobs with their working directory) and qacct per name (finished): the
+        name pattern ``<tag>~*`` of single jobs and, for a copy's tag ``<base>.<i>``, ``<base>.*~*`` (single jobs)
+        and ``<base>~*~*`` (the arrays) instead: see :func:`_patterns`."""
         if not tags:
             return []
-        patterns = [f"{_check_tag(tag)}~*" for tag in tags]
+        patterns = list(dict.fromkeys(p for tag in tags for p in _patterns(_check_tag(tag))))
         return [["qstat", "-j", ",".join(patterns), "-xml"], ["sh", "-c", _FIND_HISTORY, "sh", *patterns]]
 
     def parse_find(self, results: Sequence[CommandResult], tags: Sequence[str]) -> dict[str, list[BatchJob]]:
-        """Tag -> jobs named ``<tag>~<uid>``: from the queue (a job whose recorded ``JB_cwd`` is not ``root/<uid>``
-        is not ours and is left out) and from accounting (the working directory is ``root/<uid>``)."""
+        """Tag -> jobs named ``<tag>~<uid>`` and array tasks whose copy carries it: from the queue (a job whose recorded
+        ``JB_cwd`` is not ``root/<uid>``, an array's not its anchor, is not ours and is left out; an array's tasks are
+        its submitted range) and from accounting (the working directory is ``root/<uid>``, a task's its copy's)."""
         found: dict[str, dict[str, BatchJob]] = {tag: {} for tag in tags}
         queue, history = results
         if not queue.ok and "do not exist" not in _text(queue) + queue.text:
             raise _fail(queue, "tag lookup failed")
         if not history.ok:
             raise _fail(history, "tag lookup failed")
-        named = []
+        named: list[tuple[str, str, str | None, list[int] | None]] = []  # number, name, cwd, tasks
         if queue.text.strip().startswith("<"):
-            named += [(job.findtext("JB_job_number"), job.findtext("JB_job_name"), job.findtext("JB_cwd"))
-                      for job in _xml(queue, queue.text, "qstat -j").iter("element")]
-        named += [(r.get("jobnumber"), r.get("jobname"), None)
-                  for _, body in _sections(history.text) for r in _records(body)]
-        for number, name, cwd in named:
-            tag, sep, uid = (name or "").strip().rpartition("~")
-            workdir = f"{self.root}/{uid}"
-            if number and sep and tag in found and (cwd is None or cwd.strip() == workdir):
-                found[tag].setdefault(number.strip(), BatchJob(number.strip(), workdir))
+            for element in _xml(queue, queue.text, "qstat -j").iter("element"):
+                ranges = element.findall("JB_ja_structure/task_id_range")
+                tasks = [t for r in ranges for t in _tasks(
+                    f"{r.findtext('RN_min', '')}-{r.findtext('RN_max', '')}:{r.findtext('RN_step', '1')}")]
+                named.append(((element.findtext("JB_job_number") or "").strip(),
+                              (element.findtext("JB_job_name") or "").strip(),
+                              (element.findtext("JB_cwd") or "").strip(), tasks))  # a single job's: 1-1:1, unread
+        for _, body in _sections(history.text):
+            for r in _records(body):
+                task = r.get("taskid", "undefined")
+                named.append((r.get("jobnumber", "").strip(), r.get("jobname", "").strip(), None,
+                              [int(task)] if task.isdigit() else None))
+        for number, name, cwd, task_ids in named:
+            for tag, job, anchor in self._carried(number, name, task_ids):
+                if tag in found and (cwd is None or cwd == anchor):
+                    found[tag].setdefault(job.native_id, job)
         return {tag: list(jobs.values()) for tag, jobs in found.items()}
+
+    def _carried(self, number: str, name: str, tasks: list[int] | None) -> Iterator[tuple[str, BatchJob, str]]:
+        """(tag, job, the working directory qstat records) for each copy that job ``number`` named ``name`` holds: a
+        single job (``<tag>~<uid>``) holds one, an array (``<base>~<first>~<prefix>``) one per task."""
+        parts = name.split("~")
+        if not _JOB_ID.match(number) or "." in number:
+            return
+        if len(parts) == 2 and parts[0] and parts[1]:
+            workdir = f"{self.root}/{parts[1]}"
+            yield parts[0], BatchJob(number, workdir), workdir
+        elif len(parts) == 3 and parts[0] and parts[1].isdigit() and re.fullmatch(r"[0-9a-f]{12}", parts[2]):
+            base, first, prefix = parts[0], int(parts[1]), parts[2]
+            for t in tasks or ():
+                if 1 <= t <= 10_000:
+                    yield (f"{base}.{first + t - 1}", BatchJob(f"{number}.{t}", f"{self.root}/{prefix}{t - 1:04d}"),
+                           f"{self.root}/{prefix}ffff")
+
+    # -- usage --------------------------------------------------------------------------------------------------------
+    def usage_argv(self, jobs: Sequence[BatchJob]) -> list[str]:
+        """One ``sh -c`` of ``qacct -j`` per job number (an array's tasks share it)."""
+        _ids(jobs)
+        return ["sh", "-c", _USAGE, "sh", *_numbers(jobs)]
+
+    def parse_usage(self, result: CommandResult, jobs: Sequence[BatchJob]) -> dict[str, Usage]:
+        """Id -> usage of the jobs (and array tasks) accounting holds: see the module docstring for the fields. A job
+        not in accounting yet (or never run: deleted while pending) is left out."""
+        sections = _sections(result.text)
+        if not result.ok or not any(head.startswith("job ") for head, _ in sections):
+            raise _fail(result, "accounting (usage) query failed")
+        wanted = {j.native_id for j in jobs}
+        found: dict[str, Usage] = {}
+        for head, body in sections:
+            kind, _, number = head.partition(" ")
+            if kind != "job":
+                continue
+            if any(m in body for m in _NO_MASTER):
+                raise _fail(result, "accounting (usage) query failed")
+            for record in _records(body):
+                if record.get("jobnumber") == number and (key := _record_key(record)) in wanted:
+                    found[key] = _usage(record)
+        return found
 
     # -- load ---------------------------------------------------------------------------------------------------------
     def load_argv(self) -> list[str] | None:
         return ["sh", "-c", _LOAD]
 
     def parse_load(self, result: CommandResult) -> LoadReport:
-        """Total and available slots over the cluster queues (``qstat -g c``); running and queued own jobs."""
+        """Total and available slots over the cluster queues (``qstat -g c``); running and queued own jobs (each array
+        task on its own)."""
         if not result.ok:
             raise _fail(result, "load query failed")
         summary, _, jobs_xml = result.text.partition("=== jobs\n")
