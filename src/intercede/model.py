@@ -344,8 +344,11 @@ def _now() -> datetime:
 
 class Usage(_Model):
     """What the resource says a finished job used (what a WMS's pilot accounting needs). Every field is optional: a
-    resource reports what it knows. ``peak_memory_mb`` is the peak resident set size in MiB; ``node`` is where it ran
-    (Slurm's NodeList, HTCondor's LastRemoteHost, the Direct host)."""
+    resource reports what it knows. ``peak_memory_mb`` is the peak memory in MiB as the resource measures it: the
+    resident set size (Slurm's MaxRSS, HTCondor's MemoryUsage, the Direct wrapper's ru_maxrss), except Grid Engine,
+    whose only job-wide figure is ``maxvmem`` (sampled virtual memory summed over the job's processes; its
+    ``ru_maxrss`` is one process's); ``node`` is where it ran (Slurm's NodeList, HTCondor's LastRemoteHost, Grid
+    Engine's hostname, the Direct host)."""
 
     wall_seconds: float | None = Field(None, ge=0)
     cpu_seconds: float | None = Field(None, ge=0)
