@@ -19,6 +19,7 @@ from intercede.backends.schedulers.htcondor import HTCondorScheduler
 from intercede.backends.transports.base import CommandResult
 from intercede.errors import CommandError, ConnectivityError
 from intercede.model import JobState
+from tests.data.recordings import Recording as _Recording
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "htcondor"
 RELEASES = {"23.9": "23.9", "25": "25.x"}
@@ -40,19 +41,9 @@ EXPECTED: dict[str, tuple[JobState, int | None, str]] = {
 }
 
 
-class Recording:
+class Recording(_Recording):
     def __init__(self, release: str) -> None:
-        self.folder = DATA / release
-        self.meta: dict[str, Any] = json.loads((self.folder / "captures.json").read_text())
-
-    def result(self, name: str) -> CommandResult:
-        capture = self.meta["captures"][name]
-        stderr = self.folder / f"{name}.stderr"
-        return CommandResult(tuple(capture["argv"]), capture["exit_status"], (self.folder / f"{name}.txt").read_bytes(),
-                             stderr.read_bytes() if stderr.exists() else b"", 0.1)
-
-    def id(self, role: str) -> str:
-        return str(self.meta["jobs"][role])
+        super().__init__(DATA / release)
 
     def job(self, role: str) -> BatchJob:
         return BatchJob(self.id(role), f"/home/tester/jobs/{role}")

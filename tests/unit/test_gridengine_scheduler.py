@@ -22,6 +22,7 @@ from intercede.backends.schedulers.gridengine import GridEngineScheduler, state_
 from intercede.backends.transports.base import CommandResult
 from intercede.errors import CommandError, ConnectivityError, InvalidSpecError
 from intercede.model import JobState, Resources, Usage
+from tests.data.recordings import Recording as _Recording
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "sge"
 VERSIONS = sorted(p.parent.name for p in DATA.glob("*/captures.json"))
@@ -29,17 +30,10 @@ ROOT = "/home/tester/jobs"
 S = GridEngineScheduler(ROOT)
 
 
-class Recording:
+class Recording(_Recording):
     def __init__(self, version: str) -> None:
-        self.folder = DATA / version
-        self.meta: dict[str, Any] = json.loads((self.folder / "captures.json").read_text())
+        super().__init__(DATA / version)
         self.prefixes: dict[str, str] = json.loads((self.folder / "copies.json").read_text())
-
-    def result(self, name: str) -> CommandResult:
-        capture = self.meta["captures"][name]
-        stderr = self.folder / f"{name}.stderr"
-        return CommandResult(tuple(capture["argv"]), capture["exit_status"], (self.folder / f"{name}.txt").read_bytes(),
-                             stderr.read_bytes() if stderr.exists() else b"", 0.1)
 
     def job(self, role: str) -> BatchJob:
         """The job that played ``role``; ``<array>.<k>`` is copy k of an array (task k + 1), in its copy's directory."""

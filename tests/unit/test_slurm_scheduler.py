@@ -6,7 +6,6 @@ The recordings live in ``tests/data/slurm/<version>/`` (regenerate: ``.venv/bin/
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
@@ -23,28 +22,18 @@ from intercede.backends.schedulers.slurm import STATES, SlurmScheduler
 from intercede.backends.transports.base import CommandResult
 from intercede.errors import CommandError, ConnectivityError, InvalidSpecError
 from intercede.model import JobState, Resources
+from tests.data.recordings import Recording as _Recording
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "slurm"
 VERSIONS = sorted(p.parent.name for p in DATA.glob("*/captures.json"))
 S = SlurmScheduler()
 
 
-class Recording:
+class Recording(_Recording):
     """One version's recorded outputs."""
 
     def __init__(self, version: str) -> None:
-        self.version = version
-        self.folder = DATA / version
-        self.meta: dict[str, Any] = json.loads((self.folder / "captures.json").read_text())
-
-    def result(self, name: str) -> CommandResult:
-        capture = self.meta["captures"][name]
-        stderr = self.folder / f"{name}.stderr"
-        return CommandResult(tuple(capture["argv"]), capture["exit_status"], (self.folder / f"{name}.txt").read_bytes(),
-                             stderr.read_bytes() if stderr.exists() else b"", 0.1)
-
-    def id(self, role: str) -> str:
-        return str(self.meta["jobs"][role])
+        super().__init__(DATA / version)
 
     @cached_property
     def everyone(self) -> list[BatchJob]:

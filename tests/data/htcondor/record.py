@@ -31,6 +31,7 @@ from intercede.backends.schedulers.htcondor import HTCondorScheduler
 from intercede.model import Resources
 from stacks import harness
 from stacks.condor_stack import CONDOR_VERSIONS, CondorStack, condor_stack
+from tests.data.recordings import write_capture
 
 HERE = Path(__file__).resolve().parent
 HOME = "/home/tester"
@@ -60,16 +61,9 @@ class Recorder:
         return res.exit_code, res.stdout, res.stderr
 
     def capture(self, name: str, argv: list[str]) -> tuple[int, str, str]:
-        code, out, err = self.run(argv)
-        for suffix, text in ((".txt", out), (".stderr", err)):
-            path = self.out / f"{name}{suffix}"
-            if text or suffix == ".txt":
-                path.write_text(text)
-            elif path.exists():
-                path.unlink()
-        self.captures[name] = {"argv": argv, "exit_status": code}
-        print(f"[{self.version}] {name}: exit {code}", file=sys.stderr, flush=True)
-        return code, out, err
+        result = self.run(argv)
+        write_capture(self.out, self.captures, name, argv, result, label=self.version)
+        return result
 
     def submit(self, role: str, script: str, capture: str | None = None, **resources: Any) -> str | None:
         tag, workdir = f"rec-{role}", f"{HOME}/jobs/{role}"

@@ -15,7 +15,6 @@ and ``copies.json`` holds each array's prefix. ``busy`` burns CPU for the usage 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from intercede.backends.schedulers.gridengine import GridEngineScheduler
 from intercede.backends.transports.base import CommandResult
 from intercede.model import Resources
 from stacks.sge_stack import GridEngineStack, start
+from tests.data.recordings import write_capture
 
 HERE = Path(__file__).resolve().parent
 HOME = "/home/tester"
@@ -48,16 +48,10 @@ class Recorder:
 
     def capture(self, name: str | None, argv: list[str]) -> tuple[int, str, str]:
         res = self.stack.exec(argv, user="tester")
+        result = res.exit_code, res.stdout, res.stderr
         if name is not None:
-            for suffix, text in ((".txt", res.stdout), (".stderr", res.stderr)):
-                path = self.out / f"{name}{suffix}"
-                if text or suffix == ".txt":
-                    path.write_text(text)
-                elif path.exists():
-                    path.unlink()
-            self.captures[name] = {"argv": argv, "exit_status": res.exit_code}
-            print(f"[sge] {name}: exit {res.exit_code}", file=sys.stderr, flush=True)
-        return res.exit_code, res.stdout, res.stderr
+            write_capture(self.out, self.captures, name, argv, result, label="sge")
+        return result
 
     def submit(self, role: str, script: str, capture: str | None = None, *, workdir: str | None = None,
                native: tuple[str, ...] = (), **resources: Any) -> str | None:
