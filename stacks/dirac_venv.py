@@ -96,9 +96,10 @@ def _build(venv: Path) -> None:
     if not _OPENSSL_HEADER.is_file():
         if os.geteuid() != 0 or shutil.which("apt-get") is None:
             raise RuntimeError(f"M2Crypto builds against the OpenSSL headers ({_OPENSSL_HEADER}): install libssl-dev")
+        apt_env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        _step(times, "apt-get update", ["apt-get", "update", "-q"], apt_env)  # a fresh machine has no package lists
         _step(times, "apt-get install libssl-dev",
-              ["apt-get", "install", "-y", "-q", "--no-install-recommends", "libssl-dev"],
-              {**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+              ["apt-get", "install", "-y", "-q", "--no-install-recommends", "libssl-dev"], apt_env)
     # No pip of its own (ensurepip is most of a venv's creation time): this interpreter's pip installs into it.
     _step(times, "venv", [sys.executable, "-m", "venv", "--without-pip", str(venv)])
     py = str(venv / "bin" / "python")
