@@ -2,12 +2,20 @@
 submitJob with a pilot wrapper file and numberOfJobs N, getJobStatus with the returned references, the pilot
 stamps (found at the resource by their tag), getJobOutput, getJobLog, getCEStatus/available, killJob, cleanJob.
 
+Most cases run in this interpreter, where DIRAC is not installed (the plug-in's stand-in base). The
+``on_diracs_own_base`` cases run the same sequence in the DIRAC venv (stacks/dirac_venv.py: DIRAC 9 and the closure its
+ComputingElement imports), on DIRAC's real ``ComputingElement``, with the CE made by DIRAC's ``ComputingElementFactory``
+(tests/dirac/sitedirector_on_dirac.py).
+
 Ids name the resource and its version. Each case runs in its contract case's xdist group, so it shares that
 worker's stack."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sysconfig
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -18,12 +26,14 @@ import pytest
 from intercede.dirac import IntercedeComputingElement
 from intercede.dirac.pilots import MAX_STAMP, parse_reference
 from intercede.model import JobState
+from stacks import dirac_venv
 from tests.contract.cases_htcondor import CondorSetup
 from tests.contract.conftest import SlurmStacks
 
 pytestmark = pytest.mark.dirac
 
 DIRAC_STATES = {s.value for s in JobState}
+ROOT = Path(__file__).parents[2]
 
 
 def _slurm(stacks: SlurmStacks) -> dict[str, Any]:
@@ -61,6 +71,18 @@ def dirac_ce(request: pytest.FixtureRequest) -> Iterator[IntercedeComputingEleme
     assert answer["OK"]
     yield ce
     ce.close()
+
+
+@pytest.fixture(params=RESOURCES)
+def ce_config(request: pytest.FixtureRequest) -> dict[str, Any]:
+    fixture, config = request.param
+    return config(request.getfixturevalue(fixture))  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def dirac_python() -> Path:
+    """The DIRAC venv's interpreter (built once per machine and recipe, then cached: stacks/dirac_venv.py)."""
+    return dirac_venv.python()
 
 
 def _wrapper(tmp_path: Path, body: str) -> Path:
@@ -136,3 +158,32 @@ def test_references_of_another_ce_are_refused_without_raising(local_root: Path) 
     assert dirac_ce.killJob(["not-a-reference"])["OK"] is False
     assert dirac_ce.submitJob("/nonexistent/wrapper", None, numberOfJobs=0)["OK"] is False
     dirac_ce.close()
+
+
+def test_sitedirector_sequence_on_diracs_own_base(dirac_python: Path, ce_config: dict[str, Any],
+                                                  tmp_path: Path) -> None:
+    report_file = tmp_path / "report.json"
+    env = {**os.environ, dirac_venv.BASE_SITE_ENV: sysconfig.get_paths()["purelib"]}
+    done = subprocess.run([str(dirac_python), "-m", "tests.dirac.sitedirector_on_dirac", json.dumps(ce_config),
+                           str(tmp_path), str(report_file)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=400, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(report_file.read_text())
+    assert report["have_dirac"] is True and report["is_dirac_ce"] and report["is_intercede_ce"]
+    assert report["bases"][1] == "DIRAC.Resources.Computing.ComputingElement.ComputingElement"
+    assert report["ce_type"] == "Intercede"  # DIRAC's base names the type from the class, as the factory found it
+    assert all(report["return_structures"].values()), report["return_structures"]
+    answers = report["answers"]
+    assert answers["available"]["OK"] and answers["available"]["Value"] == 10  # MaxWaitingJobs, nothing waiting
+    assert answers["available"]["CEInfoDict"]["MaxTotalJobs"] == 20
+    refs = answers["submitJob"]["Value"]
+    assert len(refs) == 2 and set(answers["submitJob"]["PilotStampDict"]) == set(refs)
+    assert answers["getJobStatus"]["Value"] == {ref: "Done" for ref in refs}
+    out, err = answers["getJobOutput"]["Value"]
+    assert "pilot wrapper ran in" in out and err.strip() == "to stderr"
+    assert "exit code: 0" in answers["getJobLog"]["Value"]
+    assert answers["getCEStatus"]["OK"] and answers["getCEStatus"]["SubmittedJobs"] == 2
+    for refused in ("getJobStatus of another CE", "killJob of a non-reference"):
+        # DIRAC's own S_ERROR: it carries Errno and the CallStack that DIRAC's error helpers read
+        assert answers[refused]["OK"] is False and {"Errno", "CallStack", "Message"} <= set(answers[refused])
+    assert answers["cleanJob"] == {"OK": True, "Value": None}

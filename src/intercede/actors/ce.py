@@ -6,8 +6,11 @@ state the reconciler recorded is dropped): the reconciler sends what to start an
 itself. It runs ONE batched status poll per interval for
 all of them (the backend chunks the ids), caching each job's latest status with a change counter so the reconciler
 pulls only what changed (:meth:`changes`). A failed poll marks the CE unreachable and backs off exponentially; it never
-marks a job failed. Every other call (submit, cancel, fetch, ...) is forwarded to the backend under a bounded
-concurrency, and timed. Health and latency figures come from :meth:`health`.
+marks a job failed. A finished job dropped from tracking before its usage arrived (accounting lags the job's end:
+sacct behind slurmctld, slurmdbd down) is still polled, at most :data:`USAGE_REPOLLS` more times, until the usage
+shows up (a new status the reconciler pulls like any change) or those polls are spent. Every other call (submit,
+cancel, fetch, ...) is forwarded to the backend under a bounded concurrency, and timed. Health and latency figures
+come from :meth:`health`.
 
 Outputs are fetched *and verified* here, in the process that writes them (:meth:`fetch`): the reconciler may run on
 another node and only records the verified manifest. The files stay under the fetch's destination on this actor's
@@ -32,7 +35,7 @@ import secrets
 import statistics
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -64,6 +67,10 @@ __all__ = ["CEActor", "CEHealth"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_BACKOFF = 60.0
+#: How many more polls a finished job gets, once the reconciler stopped tracking it, while its usage is missing: enough
+#: for accounting that lags the end by minutes at the default interval, few enough that a resource that never reports
+#: usage (or a job it keeps none for) costs a bounded number of batched re-asks, never a poll forever.
+USAGE_REPOLLS = 30
 
 
 class CEHealth(BaseModel):
@@ -82,6 +89,7 @@ class CEHealth(BaseModel):
     states: dict[str, int]
     auth_problem: str = ""  # why this CE cannot authenticate (missing or expired credential); "" when it can
     credentials: dict[str, float | None] = {}  # per credential slot, when the one in use expires (epoch seconds)
+    usage_pending: int = 0  # finished jobs no longer tracked that are still polled for their late usage
 
 
 class CEActor:
@@ -100,6 +108,8 @@ class CEActor:
         self._limit = asyncio.Semaphore(concurrency)
         self._tracked: set[str] = set()
         self._cache: dict[str, tuple[int, JobStatus]] = {}
+        self._usage_pending: dict[str, int] = {}  # untracked finished job id -> polls left to wait for its usage
+        self._delivered: dict[str, int] = {}  # untracked job id whose late usage is cached -> that entry's version
         self._version = 0
         self._reachable = True
         self._failures = 0
@@ -120,32 +130,53 @@ class CEActor:
         """Poll these ids from now on (idempotent); returns how many ids are tracked now, so the sender can tell
         whether its view and this actor's still agree."""
         self._tracked.update(job_ids)
+        for job_id in job_ids:
+            self._usage_pending.pop(job_id, None)
+            self._delivered.pop(job_id, None)
         return len(self._tracked)
 
     async def track_only(self, job_ids: Sequence[str]) -> int:
-        """Poll exactly these ids from now on: every other id is untracked and its cached status dropped.
+        """Poll exactly these ids from now on: every other id is untracked (as by :meth:`untrack`).
 
         The reconciler sends the ids whose state can still change, so a job whose final state it has recorded (or
         that it purged or forgot) stops being polled: finished jobs nobody collects would otherwise be polled
         forever. The full resync the reconciler sends after a restart of either actor; returns how many are
         tracked."""
         keep = set(job_ids)
-        for job_id in self._tracked - keep:
-            self._cache.pop(job_id, None)
+        released = self._tracked - keep
+        await self.track(list(keep))
         self._tracked = keep
+        self._release(released)
         return len(keep)
 
     async def untrack(self, job_ids: Sequence[str]) -> int:
-        """Stop polling these ids and drop their cached status (idempotent); returns how many ids are tracked now."""
+        """Stop polling these ids and drop their cached status (idempotent); returns how many ids are tracked now.
+        A finished job whose usage has not arrived yet is polled a while longer for it (see the module docstring)."""
+        released = [job_id for job_id in job_ids if job_id in self._tracked]
+        self._tracked.difference_update(job_ids)
+        self._release(released)
+        return len(self._tracked)
+
+    def _release(self, job_ids: Iterable[str]) -> None:
+        for job_id in job_ids:
+            cached = self._cache.get(job_id)
+            if cached is not None and cached[1].state.is_terminal and cached[1].usage is None:
+                self._usage_pending[job_id] = USAGE_REPOLLS
+            else:
+                self._cache.pop(job_id, None)
+
+    def _forget(self, job_ids: Iterable[str]) -> None:
+        """Stop polling these ids at once, usage or not (they were purged)."""
         for job_id in job_ids:
             self._tracked.discard(job_id)
+            self._usage_pending.pop(job_id, None)
+            self._delivered.pop(job_id, None)
             self._cache.pop(job_id, None)
-        return len(self._tracked)
 
     async def poll(self) -> bool:
         """One batched status query for every tracked id; returns whether the CE answered."""
         await self.credentials.ready()
-        ids = sorted(self._tracked)
+        ids = sorted(self._tracked.union(self._usage_pending))
         start = time.monotonic()
         self._polls += 1
         try:
@@ -162,10 +193,25 @@ class CEActor:
         self._latencies.append(time.monotonic() - start)
         self._reachable, self._failures, self._last_poll_at = True, 0, self._clock()
         for status in statuses:
-            if status.job_id in self._tracked:
+            if status.job_id in self._tracked or status.job_id in self._usage_pending:
                 self._remember(status)
+        self._count_usage_polls()
         metrics.record_poll(self.config.name, self._latencies[-1], self._state_counts())
         return True
+
+    def _count_usage_polls(self) -> None:
+        """After a poll: a pending job whose usage came is handed over (its cache entry kept until the reconciler
+        pulled it); one whose polls are spent is dropped."""
+        for job_id, left in list(self._usage_pending.items()):
+            cached = self._cache.get(job_id)
+            if cached is not None and cached[1].usage is not None:
+                del self._usage_pending[job_id]
+                self._delivered[job_id] = cached[0]
+            elif left <= 1 or cached is None:
+                del self._usage_pending[job_id]
+                self._cache.pop(job_id, None)
+            else:
+                self._usage_pending[job_id] = left - 1
 
     def _remember(self, status: JobStatus) -> None:
         old = self._cache.get(status.job_id)
@@ -195,6 +241,10 @@ class CEActor:
         ``(epoch, new counter, statuses, reachable)``."""
         if epoch != self.epoch:
             since = 0
+        for job_id, version in list(self._delivered.items()):
+            if version <= since:  # the reconciler has folded it in: an untracked job's entry can go
+                del self._delivered[job_id]
+                self._cache.pop(job_id, None)
         changed = [s for v, s in self._cache.values() if v > since]
         return self.epoch, self._version, changed, self._reachable and not self.credentials.problem
 
@@ -299,7 +349,7 @@ class CEActor:
     async def purge(self, job_ids: Sequence[str]) -> list[Outcome]:
         backend = _require(self.backend, Purgeable)
         outcomes = await self._call(lambda: backend.purge(job_ids))
-        await self.untrack([o.job_id for o in outcomes if o.ok])
+        self._forget([o.job_id for o in outcomes if o.ok])
         return outcomes
 
     async def load(self) -> LoadReport:
@@ -315,7 +365,7 @@ class CEActor:
             poll_latency_p50=statistics.median(lat) if lat else None,
             poll_latency_p95=lat[math.ceil(0.95 * len(lat)) - 1] if lat else None,  # nearest rank: never < p50
             call_errors=self._call_errors, states=states, auth_problem=self.credentials.problem,
-            credentials=self.credentials.expiries(),
+            credentials=self.credentials.expiries(), usage_pending=len(self._usage_pending),
         )
 
     def _state_counts(self) -> dict[str, int]:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -50,12 +50,18 @@ from intercede.model import JobStatus, Resources
 
 __all__ = ["HAVE_DIRAC", "IntercedeComputingElement"]
 
+# DIRAC's result makers where DIRAC is installed (its S_ERROR carries the Errno and CallStack its callers read).
+_S_OK: Callable[..., dict[str, Any]]
+_S_ERROR: Callable[..., dict[str, Any]]
 try:  # pragma: no cover - which branch runs depends on the environment
+    import DIRAC
     from DIRAC.Resources.Computing.ComputingElement import ComputingElement as _Base
 
     HAVE_DIRAC = True
+    _S_OK, _S_ERROR = DIRAC.S_OK, DIRAC.S_ERROR
 except ImportError:  # DIRAC is an optional extra
     HAVE_DIRAC = False
+    _S_OK, _S_ERROR = pilots.s_ok, pilots.s_error
 
     class _Base:  # type: ignore[no-redef]
         """The part of DIRAC's ComputingElement this plug-in relies on, for use without DIRAC."""
@@ -197,7 +203,7 @@ class IntercedeComputingElement(_Base):  # type: ignore[misc]
                                      proxy=_proxy_text(proxy))
             result = loop.run(lambda: backend.submit(spec), CALL_TIMEOUT)
         except (IntercedeError, ValueError, OSError) as exc:
-            return pilots.s_error(f"CE {self.ceName}: submit failed: {exc}")
+            return _S_ERROR(f"CE {self.ceName}: submit failed: {exc}")
         refs, stamps, refused = [], {}, []
         for sub in result.submissions:
             if sub.job_id is None:
@@ -209,10 +215,10 @@ class IntercedeComputingElement(_Base):  # type: ignore[misc]
         if refused:
             self.log.warning(f"CE {self.ceName}: {len(refused)} of {numberOfJobs} pilots refused: {refused[0]}")
         if not refs:
-            return pilots.s_error(f"CE {self.ceName}: no pilot submitted: {refused[0] if refused else 'no answer'}")
+            return _S_ERROR(f"CE {self.ceName}: no pilot submitted: {refused[0] if refused else 'no answer'}")
         self.submittedJobs += len(refs)
         self._mine.update(stamps)
-        answer = pilots.s_ok(refs)
+        answer = _S_OK(refs)
         answer["PilotStampDict"] = stamps
         return answer
 
@@ -222,8 +228,8 @@ class IntercedeComputingElement(_Base):  # type: ignore[misc]
         try:
             statuses = self._statuses(jobIDList)
         except (IntercedeError, ValueError) as exc:
-            return pilots.s_error(f"CE {self.ceName}: status failed: {exc}")
-        return pilots.s_ok({ref: s.state.value for ref, s in statuses.items()})
+            return _S_ERROR(f"CE {self.ceName}: status failed: {exc}")
+        return _S_OK({ref: s.state.value for ref, s in statuses.items()})
 
     def _statuses(self, refs: Sequence[str]) -> dict[str, JobStatus]:
         loop, backend = self._ensure()
@@ -236,10 +242,10 @@ class IntercedeComputingElement(_Base):  # type: ignore[misc]
         try:
             status = self._statuses([jobID]).get(jobID.split(":::")[0])
         except (IntercedeError, ValueError) as exc:
-            return pilots.s_error(f"CE {self.ceName}: cannot read the log of {jobID}: {exc}")
+            return _S_ERROR(f"CE {self.ceName}: cannot read the log of {jobID}: {exc}")
         if status is None:
-            return pilots.s_error(f"CE {self.ceName}: no status for {jobID}")
-        return pilots.s_ok(pilots.status_text(status))
+            return _S_ERROR(f"CE {self.ceName}: no status for {jobID}")
+        return _S_OK(pilots.status_text(status))
 
     def getJobOutput(self, jobID: str, localDir: str | None = None) -> dict[str, Any]:
         """S_OK((stdout, stderr)) of a pilot; with ``localDir`` the files are also left there."""
@@ -247,7 +253,7 @@ class IntercedeComputingElement(_Base):  # type: ignore[misc]
             loop, backend = self._ensure()
             (job_id,) = self._ids([jobID])
             if not isinstance(backend, OutputRetriever):
-                return pilots.s_error(f"CE {self.ceName}: the backend cannot retrieve outputs")
+                return _S_ERROR(f"CE {self.ceName}: the backend cannot retrieve outputs")
             spec = pilots.output_spec()
             with tempfile.TemporaryDirectory(prefix="intercede-dirac-") as scratch:
                 where = Path(localDir) if localDir else Path(scratch)
@@ -257,8 +263,8 @@ class IntercedeComputingElement(_Base):  # type: ignore[misc]
                     path = manifest.destination / name
                     texts.append(path.read_text(errors="replace") if path.is_file() else "")
         except (IntercedeError, ValueError, OSError) as exc:
-            return pilots.s_error(f"CE {self.ceName}: cannot get the output of {jobID}: {exc}")
-        return pilots.s_ok((texts[0], texts[1]))
+            return _S_ERROR(f"CE {self.ceName}: cannot get the output of {jobID}: {exc}")
+        return _S_OK((texts[0], texts[1]))
 
     def killJob(self, jobIDList: Sequence[str] | str) -> dict[str, Any]:
         """Cancel pilots: S_OK(), or S_ERROR naming those that could not be cancelled."""
@@ -278,13 +284,13 @@ class IntercedeComputingElement(_Base):  # type: ignore[misc]
             loop, backend = self._ensure()
             ids = self._ids(refs)
             if not isinstance(backend, capability):
-                return pilots.s_error(f"CE {self.ceName}: the backend cannot {op}")
+                return _S_ERROR(f"CE {self.ceName}: the backend cannot {op}")
             method = getattr(backend, op)
             outcomes = loop.run(lambda: method(list(ids)), CALL_TIMEOUT)
         except (IntercedeError, ValueError) as exc:
-            return pilots.s_error(f"CE {self.ceName}: {op} failed: {exc}")
+            return _S_ERROR(f"CE {self.ceName}: {op} failed: {exc}")
         failed = [f"{ids[o.job_id]}: {o.detail}" for o in outcomes if not o.ok and o.job_id in ids]
-        return pilots.s_error(f"CE {self.ceName}: {op} failed for {'; '.join(failed)}") if failed else pilots.s_ok()
+        return _S_ERROR(f"CE {self.ceName}: {op} failed for {'; '.join(failed)}") if failed else _S_OK()
 
     def getCEStatus(self) -> dict[str, Any]:
         """S_OK() carrying ``SubmittedJobs``, ``RunningJobs``, ``WaitingJobs``: the resource's counts where it
@@ -296,7 +302,7 @@ class IntercedeComputingElement(_Base):  # type: ignore[misc]
                 return pilots.ce_status(loop.run(reporter.load, CALL_TIMEOUT), [], self.submittedJobs)
             statuses = list(self._statuses(list(self._mine)).values()) if self._mine else []
         except (IntercedeError, ValueError) as exc:
-            return pilots.s_error(f"CE {self.ceName}: status failed: {exc}")
+            return _S_ERROR(f"CE {self.ceName}: status failed: {exc}")
         return pilots.ce_status(None, statuses, self.submittedJobs)
 
 

@@ -1,0 +1,3 @@
+from intercede.dirac import IntercedeComputingElement
+
+__all__ = ["IntercedeComputingElement"]
