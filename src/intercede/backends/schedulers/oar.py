@@ -11,9 +11,9 @@ Quirks this module absorbs:
 * oarsub's command is a *shell command line* (OAR runs it with ``bash -c`` on the node), not a path: the script is
   passed as ``/bin/sh <quoted path>``. oarsub prints ``OAR_JOB_ID=<id>`` (one line per job of an array, then
   ``OAR_ARRAY_ID=<first id>``) among ``[ADMISSION RULE]`` chatter.
-* oarsub refuses an unknown queue (exit 248, ``The queue <q> does not exist``) and a request no resource set can
-  satisfy (exit 8, ``OAR_JOB_ID=-5``, ``There are not enough resources for your request``). A job name holding a
-  quote breaks oarsub's own SQL (exit 8, ``OAR_JOB_ID=`` empty): names are checked here first.
+* oarsub refuses an unknown queue (exit 248, not a signal: ``The queue <q> does not exist``) and a request no
+  resource set can satisfy (exit 8, ``OAR_JOB_ID=-5``, ``There are not enough resources for your request``). A job
+  name holding a quote breaks oarsub's own SQL (exit 8, ``OAR_JOB_ID=`` empty): names are checked here first.
 * With the server (Almighty) down, oarsub still writes the job into the database, then says ``Cannot connect to
   executor ... Job is killed`` (exit 9) and the job stays Waiting: the job may exist (ConnectivityError).
   oardel says ``Could not connect to the socket``. With the *database* down every command retries for ever: only the
@@ -73,6 +73,9 @@ _SUBMITTED = re.compile(r"^OAR_JOB_ID=(-?[0-9]*)\s*$", re.M)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:*-]*\Z")  # tags (model.Tag) and array names: safe in a SQL literal
 _CANCEL_ERROR = re.compile(r"Cannot frag ([0-9]+) ; (.*)$", re.M)
 _NO_SERVER = ("Cannot connect to executor", "Could not connect to the socket")
+# Exit values of an oarsub that did not finish: the resource's `timeout` wrapper gave up (124) or a signal ended it.
+# oarsub's own refusals use large values too (248 for an unknown queue), so "above 128" cannot mean a signal here.
+_INTERRUPTED = frozenset({124, 128 + 1, 128 + 2, 128 + 9, 128 + 15})
 _SECTION = "=== "
 # Load: the resources, every current job (their assigned resources are the busy ones), the caller's current jobs.
 _LOAD = 'oarnodes -J && echo "=== all" && oarstat -J && echo "=== mine" && oarstat -J -u'
@@ -215,7 +218,7 @@ class OARScheduler:
 
     def _submitted(self, result: CommandResult) -> list[str]:
         if not result.ok:
-            if result.exit_status > 128 or any(m in _said(result) for m in _NO_SERVER):
+            if result.exit_status in _INTERRUPTED or any(m in _said(result) for m in _NO_SERVER):
                 raise ConnectivityError(f"oarsub (exit {result.exit_status}) could not reach the OAR server; the job "
                                         f"may have been submitted: {_said(result)[-2000:]}")
             raise _fail(result, "submission refused")
