@@ -23,7 +23,7 @@ def test_an_unknown_ce_kind_is_named_with_the_kinds_there_are(tmp_path: Path) ->
                  ["status", "--config", config]):
         result = intercede(*args, cwd=tmp_path, timeout=60)
         assert_user_error(result, f"config {config} is invalid", "[[ce]] #1 ('batch'), scheduler",
-                          "'direct', 'slurm', 'htcondor' or 'sge'", "(got 'pbs')", "fix the file")
+                          "'direct', 'slurm', 'htcondor', 'sge' or 'oar'", "(got 'pbs')", "fix the file")
 
 
 def test_an_unknown_transport_lists_the_installed_ones(tmp_path: Path) -> None:

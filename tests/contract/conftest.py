@@ -14,10 +14,13 @@ from intercede.backends.batch import BatchBackend
 from intercede.backends.capabilities import JobBackend
 from intercede.backends.schedulers.direct import DirectScheduler
 from intercede.backends.schedulers.gridengine import GridEngineScheduler
+from intercede.backends.schedulers.oar import OARScheduler
 from intercede.backends.schedulers.slurm import SlurmScheduler
 from intercede.backends.transports.local import LocalTransport
 from intercede.backends.transports.ssh import SSHEndpoint, SSHTransport
 from intercede.model import JobSpec, Resources
+from stacks.oar_stack import OAR_VERSIONS, OARStack
+from stacks.oar_stack import start as start_oar
 from stacks.sge_stack import SGE_VERSIONS, GridEngineStack
 from stacks.sge_stack import start as start_sge
 from stacks.slurm_stack import SLURM_VERSIONS, SlurmStack
@@ -68,6 +71,15 @@ def sge_refused() -> tuple[JobSpec, str]:
     return JobSpec(executable="true", resources=Resources(queue="no-such.q")), "queue"
 
 
+def _oar(stack: OARStack) -> JobBackend:
+    root = "/home/tester/jobs"
+    return BatchBackend(SSHTransport(stack.endpoint()), OARScheduler(root), root, name=f"oar-{stack.version}")
+
+
+def oar_refused() -> tuple[JobSpec, str]:
+    return JobSpec(executable="true", resources=Resources(queue="no-such-queue")), "queue"
+
+
 class SlurmStacks:
     """Slurm stacks started on first use, one per version, stopped at the end of the session."""
 
@@ -90,6 +102,7 @@ CASES = [
     *(Case(f"slurm-{v}", (pytest.mark.slurm,), "slurm_stacks", _slurm(v), refused=slurm_refused(),
            left_queue=functools.partial(_left_slurm_queue, v)) for v in SLURM_VERSIONS),
     *(Case(f"sge-{v}", (pytest.mark.sge,), "sge_stack", _sge, refused=sge_refused()) for v in SGE_VERSIONS),
+    *(Case(f"oar-{v}", (pytest.mark.oar,), "oar_stack", _oar, refused=oar_refused()) for v in OAR_VERSIONS),
     *HTCONDOR_CASES,
     *ARC_CASES,
 ]
@@ -105,6 +118,13 @@ def slurm_stacks() -> Iterator[SlurmStacks]:
 @pytest.fixture(scope="session")
 def sge_stack() -> Iterator[GridEngineStack]:
     stack = start_sge()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="session")
+def oar_stack() -> Iterator[OARStack]:
+    stack = start_oar()
     yield stack
     stack.stop()
 

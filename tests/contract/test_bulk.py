@@ -22,7 +22,7 @@ from tests.contract.waiting import until_state, until_terminal
 _IDS = {"direct-Local": "bulk-direct-local", "slurm-22.05": "bulk-slurm-22.05", "slurm-24.11": "bulk-slurm-24.11",
         "slurm-26.05": "bulk-slurm-26.05", "HTCondor-schedd-23.9": "bulk-htcondor-23.9-bindings",
         "HTCondor-schedd-25.x": "bulk-htcondor-25-bindings", "HTCondor-SSH-23.9": "bulk-htcondor-23.9-cli",
-        "HTCondor-SSH-25.x": "bulk-htcondor-25-cli", "sge-8.1.9": "bulk-sge-8.1.9"}
+        "HTCondor-SSH-25.x": "bulk-htcondor-25-cli", "sge-8.1.9": "bulk-sge-8.1.9", "oar-2.5.9": "bulk-oar-2.5.9"}
 _CONDOR_REFUSED = (JobSpec(executable="true", resources=Resources(native=["requirements = (((("])), "")
 
 
@@ -50,6 +50,8 @@ def _one_submission(case: Case, job_ids: list[str]) -> None:
     elif case.id.startswith("sge"):  # one array job, tasks numbered from 1
         assert len({n.partition(".")[0] for n in natives}) == 1 and [n.partition(".")[2] for n in natives] == \
             [str(k) for k in range(1, len(natives) + 1)], natives
+    elif case.id.startswith("oar"):  # one array: OAR gives its tasks consecutive job ids (and one array id)
+        assert [int(n) for n in natives] == list(range(int(natives[0]), int(natives[0]) + len(natives))), natives
     elif case.id.startswith("HTCondor"):
         assert len({n.partition(".")[0] for n in natives}) == 1 and [n.partition(".")[2] for n in natives] == \
             [str(k) for k in range(len(natives))], natives

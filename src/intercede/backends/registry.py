@@ -25,7 +25,7 @@ A batch CE in TOML::
     [[ce]]
     kind = "batch"                     # may be left out when `scheduler` is given
     name = "cluster"
-    scheduler = "slurm"                # direct | slurm | htcondor | sge (the CLI over the transport)
+    scheduler = "slurm"                # direct | slurm | htcondor | sge | oar (the CLI over the transport)
     root = "/home/alice/intercede"     # job working directories live here, on the resource
     transport = "ssh"                  # local | ssh | any registered name
     [ce.transport_options]
@@ -249,12 +249,13 @@ class BatchConfig(CEConfigBase):
     job working directories live under ``root`` on the resource."""
 
     kind: Literal["batch"] = "batch"
-    scheduler: Literal["direct", "slurm", "htcondor", "sge"]
+    scheduler: Literal["direct", "slurm", "htcondor", "sge", "oar"]
     root: str = Field(pattern=r"^/[^\x00]*$")
     transport: str = "local"
     transport_options: TransportOptions = Field(default_factory=LocalOptions)
-    #: Slurm and Grid Engine: the most tasks of one job array (keep it below the cluster's MaxArraySize /
-    #: max_aj_tasks), and how many of them may run at once (``--array=...%<n>``, ``-tc <n>``; unset: no limit).
+    #: Slurm, Grid Engine and OAR: the most tasks of one job array (keep it below the cluster's MaxArraySize /
+    #: max_aj_tasks), and how many of them may run at once (Slurm's ``--array=...%<n>``, Grid Engine's ``-tc <n>``;
+    #: OAR has no throttle; unset: no limit).
     array_max: int = Field(1000, ge=1, le=10_000)
     array_throttle: int | None = Field(None, ge=1)
 
@@ -313,6 +314,10 @@ def _scheduler(config: BatchConfig) -> Scheduler:
         from intercede.backends.schedulers.gridengine import GridEngineScheduler
 
         return GridEngineScheduler(config.root, array_max=config.array_max, array_throttle=config.array_throttle)
+    if config.scheduler == "oar":
+        from intercede.backends.schedulers.oar import OARScheduler
+
+        return OARScheduler(config.root, array_max=config.array_max)
     from intercede.backends.schedulers.slurm import SlurmScheduler
 
     return SlurmScheduler(array_max=config.array_max, array_throttle=config.array_throttle)
