@@ -19,6 +19,7 @@ from intercede.backends.schedulers.oar import OARScheduler, exit_code_of, status
 from intercede.backends.transports.base import CommandResult
 from intercede.errors import CommandError, ConnectivityError, InvalidSpecError
 from intercede.model import JobState, Resources
+from tests.data.recordings import Recording as _Recording
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "oar"
 VERSIONS = sorted(p.parent.name for p in DATA.glob("*/captures.json"))
@@ -27,16 +28,9 @@ PREFIX = "0123456789ab"
 S = OARScheduler(ROOT)
 
 
-class Recording:
+class Recording(_Recording):
     def __init__(self, version: str) -> None:
-        self.folder = DATA / version
-        self.meta: dict[str, Any] = json.loads((self.folder / "captures.json").read_text())
-
-    def result(self, name: str) -> CommandResult:
-        capture = self.meta["captures"][name]
-        stderr = self.folder / f"{name}.stderr"
-        return CommandResult(tuple(capture["argv"]), capture["exit_status"], (self.folder / f"{name}.txt").read_bytes(),
-                             stderr.read_bytes() if stderr.exists() else b"", 0.1)
+        super().__init__(DATA / version)
 
     def job(self, role: str) -> BatchJob:
         if role.startswith("array"):

@@ -11,7 +11,6 @@ array, refused at submit, the server down), and writes what each command printed
 from __future__ import annotations
 
 import json
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +20,7 @@ from intercede.backends.schedulers.base import BatchJob, BulkRequest, SubmitRequ
 from intercede.backends.schedulers.oar import OARScheduler
 from intercede.model import Resources
 from stacks.oar_stack import OARStack, start
+from tests.data.recordings import write_capture
 
 HERE = Path(__file__).resolve().parent
 HOME = "/home/tester"
@@ -40,16 +40,10 @@ class Recorder:
 
     def capture(self, name: str | None, argv: list[str]) -> tuple[int, str, str]:
         res = self.stack.exec(argv, user="tester")
+        result = res.exit_code, res.stdout, res.stderr
         if name is not None:
-            for suffix, text in ((".txt", res.stdout), (".stderr", res.stderr)):
-                path = self.out / f"{name}{suffix}"
-                if text or suffix == ".txt":
-                    path.write_text(text)
-                elif path.exists():
-                    path.unlink()
-            self.captures[name] = {"argv": argv, "exit_status": res.exit_code}
-            print(f"[oar] {name}: exit {res.exit_code}", file=sys.stderr, flush=True)
-        return res.exit_code, res.stdout, res.stderr
+            write_capture(self.out, self.captures, name, argv, result, label="oar")
+        return result
 
     def submit(self, role: str, script: str, capture: str | None = None, *, workdir: str | None = None,
                **resources: Any) -> str | None:
