@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
 import sys
 import tempfile
 import time
@@ -75,7 +76,9 @@ async def intercede(stack: ARCStack, n: int, out: Path) -> tuple[dict[str, float
         t0 = time.perf_counter()
         await be.status(ids)
         t["status of all"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         await until_finished(be, ids)
+        _progress(f"intercede: {n} bulk jobs finished {time.perf_counter() - t0:.0f} s after the status call")
         t0 = time.perf_counter()
         await asyncio.gather(*(be.fetch(i, SPEC, out / i) for i in ids))
         t["fetch stdout of all"] = time.perf_counter() - t0
@@ -102,11 +105,13 @@ def pyarcrest_run(stack: ARCStack, n: int, out: Path) -> tuple[dict[str, float],
     t0 = time.perf_counter()
     client.getJobsInfo(ids)
     t["status of all"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     deadline = time.monotonic() + 900
     while any(r.value not in ("FINISHED", "FAILED", "KILLED") for r in client.getJobsStatus(ids)):
         if time.monotonic() > deadline:
             raise RuntimeError("pyarcrest's jobs not finished in time")
         time.sleep(2)
+    _progress(f"pyarcrest: {n} bulk jobs finished {time.perf_counter() - t0:.0f} s after the status call")
     t0 = time.perf_counter()
     for i in ids:
         client.downloadFile(i, "stdout.txt", str(out / f"{i}.txt"))
@@ -121,10 +126,15 @@ def pyarcrest_run(stack: ARCStack, n: int, out: Path) -> tuple[dict[str, float],
     return t, ids
 
 
+def _progress(what: str) -> None:
+    print(f"[bench] {what} (load average {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
+
+
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     release = sys.argv[2] if len(sys.argv) > 2 else "7.2"
     harness.engine()
+    load_before = os.getloadavg()[0]
     stack = start(release)
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -133,15 +143,18 @@ def main() -> None:
             theirs, _ = pyarcrest_run(stack, n, Path(tmp) / "pyarcrest")
     finally:
         stack.stop()
+    load = f"load average {load_before:.1f} before the run, {os.getloadavg()[0]:.1f} after"
     rows = [f"| {k} | {ours[k]:.2f} | {theirs[k]:.2f} | {theirs[k] / ours[k]:.1f} |" for k in ours]
     table = "\n".join([f"| N = {n} jobs, ARC {stack.version} | intercede (s) | pyarcrest (s) | pyarcrest / intercede |",
                        "|---|---|---|---|", *rows])
     print(table)
+    print(load)
     for k in ours:
         print(f"ratio: {k}: {theirs[k] / ours[k]:.1f}")
     today = datetime.date.today().isoformat()
-    _report.write_section(HEADING, f"Measured {today} on {_report.machine()}, one A-REX (fork LRMS) in a container, "
-                          f"both clients in the same run on the same CE.\n\n{table}\n\nintercede verifies TLS, "
+    _report.write_section(HEADING, f"Measured {today} on {_report.machine()} ({load}), one A-REX (fork LRMS) "
+                          f"in a container, both clients in the same run on the same CE.\n\n{table}\n\n"
+                          "intercede verifies TLS, "
                           "hashes every fetched file and checks bounds; pyarcrest does none of these. The "
                           "one-POST-per-job figures are concurrent for intercede (async, ≤ 8 connections) and "
                           "sequential for pyarcrest (a blocking client), as each is meant to be driven. pyarcrest "
