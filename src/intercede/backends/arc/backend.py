@@ -167,10 +167,8 @@ class ARCBackend:
     async def _after_create(self, spec: JobSpec, index: int, plan: _adl.Plan, entry: _parse.Entry) -> Submission:
         tag = spec.copy_tag(index)
         if not entry.ok or entry.job_id is None:
-            why = entry.reason.lower()  # the CE's job limit ("No more jobs allowed", "... exceeds allowed limit")
-            temporary = entry.code in (0, 503) or "no more jobs" in why or "allowed limit" in why
-            return Submission(copy_index=index, tag=tag, error=f"A-REX refused the job: {entry.reason} "
-                              f"({entry.code})", temporary=temporary)
+            refusal = _refusal(entry)
+            return Submission(copy_index=index, tag=tag, error=str(refusal), temporary=is_temporary(refusal))
         job_id = entry.job_id
         try:
             for path, data in plan.uploads.items():
@@ -396,6 +394,12 @@ class ARCBackend:
 
     async def fetch(self, job_id: str, spec: JobSpec, destination: Path,
                     bounds: OutputBounds | None = None) -> OutputManifest:
+        """Every wanted file the session listing names as a file, within ``bounds``; the others refused per file
+        with the reason (``manifest.refused``) while the rest still arrive: a name A-REX cannot keep (a control
+        character), a name the listing does not show although it answers (a symbolic link: A-REX would follow it
+        out of the session directory), hostile names in the listing, files past the count bound (in declared
+        order, stdout and stderr first) and files bigger than what is left of the byte bound (sizes by ``HEAD``,
+        before transfer; a file that grows past it while streamed is dropped and refused)."""
         bounds = bounds or OutputBounds()
         if not _ID.match(job_id):
             raise TransferError(f"{job_id!r} is not an ARC job id")
@@ -408,6 +412,9 @@ class ARCBackend:
         present: list[str] = []
         missing: list[str] = []
         for name in wanted:
+            if (why := _parse.unkeepable(name)) is not None:
+                refused[name] = why
+                continue
             parent = str(PurePosixPath(name).parent)
             parent = "" if parent == "." else parent
             where = await self._walk(job_id, parent, listings)
@@ -418,27 +425,40 @@ class ARCBackend:
                 present.append(name)
             elif leaf in where.dirs:
                 refused[name] = "is a directory, not a regular file"
+            elif await self._answers(job_id, name):
+                refused[name] = ("not listed by A-REX although it answers: a symbolic link or a special file "
+                                 "(A-REX would follow a link out of the session directory), not fetched")
             else:
                 missing.append(name)
         for directory, found in listings.items():
             for bad, why in (found.refused.items() if found else ()):
                 refused[f"{directory}/{bad}" if directory else bad] = f"in the CE's listing: {why}"
-        if len(present) > bounds.max_files:
-            raise OutputBoundError(f"{job_id} has {len(present)} output files, over the bound of {bounds.max_files} "
-                                   "(before transfer)")
+        for name in present[bounds.max_files:]:
+            refused[name] = f"over the bound of {bounds.max_files} output files (before transfer)"
+        present = present[:bounds.max_files]
         sizes = {name: await self._size(job_id, name) for name in present}
-        if sum(sizes.values()) > bounds.max_bytes:
-            raise OutputBoundError(f"{job_id} outputs total {sum(sizes.values())} bytes, over the bound of "
-                                   f"{bounds.max_bytes} (before transfer); raise OutputBounds.max_bytes to fetch them")
         root = await asyncio.to_thread(_prepare, destination)
         files: list[ManifestEntry] = []
         budget = bounds.max_bytes
         for name in present:
-            entry = await asyncio.wait_for(self._download(job_id, name, root, wanted[name], budget),
-                                           bounds.transfer_timeout)
+            if sizes[name] > budget:
+                refused[name] = (f"{sizes[name]} bytes, over the byte bound of {bounds.max_bytes} ({budget} left "
+                                 "for it; before transfer)")
+                continue
+            try:
+                entry = await asyncio.wait_for(self._download(job_id, name, root, wanted[name], budget),
+                                               bounds.transfer_timeout)
+            except OutputBoundError as exc:
+                refused[name] = str(exc)
+                continue
             budget -= entry.size
             files.append(entry)
         return OutputManifest(job_id=job_id, destination=root, files=files, missing=missing, refused=refused)
+
+    async def _answers(self, job_id: str, name: str) -> bool:
+        """Whether A-REX serves ``name`` (``HEAD``) although its listing does not show it."""
+        answer = await self.rest.call("HEAD", _session(job_id, name), expect_ok=False)
+        return answer.is_success
 
     async def _walk(self, job_id: str, directory: str, listings: dict[str, _parse.Listing | None]
                     ) -> _parse.Listing | None:
@@ -473,8 +493,8 @@ class ARCBackend:
                     async for block in answer.aiter_bytes(1 << 20):
                         size += len(block)
                         if size > budget:
-                            raise OutputBoundError(f"{job_id}: {name} grew past the byte bound during transfer "
-                                                   "(after transfer)")
+                            raise OutputBoundError(f"grew past the {budget} bytes left of the byte bound while "
+                                                   "it was streamed: dropped")
                         digest.update(block)
                         await asyncio.to_thread(out.write, block)
             os.replace(part, local)
@@ -491,8 +511,16 @@ class ARCBackend:
         path = PurePosixPath(name)
         if path.is_absolute() or ".." in path.parts or not name or "\0" in name:
             raise OutputBoundError(f"{name!r} is not a relative path inside the job's session directory")
-        where = f"jobs/{job_id}/diagnose/{quote(name.removeprefix('diagnose/'), safe='')}" \
-            if name.startswith("diagnose/") else _session(job_id, name)
+        if name.startswith("diagnose/"):
+            where = f"jobs/{job_id}/diagnose/{quote(name.removeprefix('diagnose/'), safe='')}"
+        else:  # only what the listing names as a file: A-REX would follow a symbolic link out of the session
+            parent = str(path.parent)
+            listings: dict[str, _parse.Listing | None] = {"": await self._list(job_id, "")}
+            found = await self._walk(job_id, "" if parent == "." else parent, listings)
+            if found is None or path.name not in found.files:
+                raise CommandError(f"{name} of {job_id}: not a file the session listing names (missing, a "
+                                   "directory, or a symbolic link A-REX would follow)")
+            where = _session(job_id, name)
         tail = bytearray()
         async with self.rest.stream(where) as answer:
             if not answer.is_success:
@@ -531,6 +559,17 @@ class ARCBackend:
         if not answer.content.strip():  # right after A-REX starts, before its info provider has run
             raise ConnectivityError(f"{self.name}: the CE has not published its GLUE2 information yet")
         return _parse.load(answer.json())
+
+
+def _refusal(entry: _parse.Entry) -> IntercedeError:
+    """The error of a copy A-REX did not create. Its job limit (``500 No more jobs allowed`` once ``maxjobs``'
+    total is reached, ``... exceeds allowed limit``) and a 503 mean the CE is full or busy now: retrying later may
+    succeed (a :class:`ConnectivityError`, temporary); anything else is a refusal of this description."""
+    why = entry.reason.lower()
+    text = f"A-REX refused the job: {entry.reason} ({entry.code})"
+    if entry.code in (0, 503) or "no more jobs" in why or "allowed limit" in why:
+        return ConnectivityError(f"{text}: the CE is at its job limit or busy; retry later")
+    return CommandError(text)
 
 
 def _session(job_id: str, path: str) -> str:
