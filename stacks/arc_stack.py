@@ -38,6 +38,7 @@ from pathlib import Path
 from testcontainers.core.container import DockerContainer
 
 from stacks import harness
+from stacks.harness import ExecResult
 
 __all__ = ["ARC_VERSIONS", "ARCStack", "ExecResult", "arc_stack", "start"]
 
@@ -50,13 +51,6 @@ LRMS_FOLDERS = {"fork": "arc", "slurm": "arc_slurm", "condor": "arc_htcondor"}
 #: permitted" at the first job.
 LRMS_CAPS = {"slurm": ["SYS_ADMIN"]}
 PORT = 8443
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    exit_code: int
-    stdout: str
-    stderr: str
 
 
 @dataclass
@@ -92,15 +86,12 @@ class ARCStack:
         return self._tmp / name
 
     def exec(self, cmd: str | Sequence[str], *, user: str = "root") -> ExecResult:
-        argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
-        code, (out, err) = self.container.get_wrapped_container().exec_run(argv, user=user, demux=True)
-        return ExecResult(int(code), (out or b"").decode("utf-8", "replace"), (err or b"").decode("utf-8", "replace"))
+        """Run ``cmd`` in the container (:func:`stacks.harness.run_in`)."""
+        return harness.run_in(self.container, cmd, user=user)
 
     def check(self, cmd: str | Sequence[str], *, user: str = "root") -> str:
-        res = self.exec(cmd, user=user)
-        if res.exit_code != 0:
-            raise RuntimeError(f"{cmd!r} exited {res.exit_code}: {res.stderr.strip()} {res.stdout.strip()}")
-        return res.stdout
+        """Run ``cmd`` in the container; its stdout, or ``RuntimeError`` (:func:`stacks.harness.check_in`)."""
+        return harness.check_in(self.container, cmd, user=user)
 
     def token(self, name: str = "token", *, lifetime: int = 3600) -> Path:
         """A bearer token from the stack's issuer (negative ``lifetime``: already expired), written 0600 locally."""
