@@ -32,6 +32,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from benchmarks import _report
@@ -44,13 +45,37 @@ HEADING = "## ARC REST throughput (benchmarks/arc_throughput.py)"
 SPEC = JobSpec(executable="/bin/echo", arguments=["hello"])
 
 
-async def until_finished(be: ARCBackend, ids: list[str], timeout: float = 900) -> None:
+async def until_finished(be: ARCBackend, ids: list[str], stack: ARCStack, timeout: float = 1800) -> None:
+    """Poll until every job is terminal; every 30 s, a profile line on stderr: the jobs per REST state and what is
+    using the CPU in A-REX's container (its LRMS scripts, the info provider, arched)."""
     deadline = time.monotonic() + timeout
+    shown = 0.0
     while time.monotonic() < deadline:
-        if all(s.state.is_terminal for s in await be.status(ids)):
+        statuses = await be.status(ids)
+        if all(s.state.is_terminal for s in statuses):
             return
+        if time.monotonic() - shown > 30:
+            shown = time.monotonic()
+            _progress(f"states {dict(Counter(s.native_state for s in statuses))}; in the CE: "
+                      f"{await asyncio.to_thread(_busy, stack)}")
         await asyncio.sleep(2)
     raise RuntimeError("jobs not finished in time")
+
+
+def _busy(stack: ARCStack) -> str:
+    """What runs in A-REX's container now: processes per command name (A-REX's LRMS scripts and helpers are
+    short-lived, so a snapshot shows where it is), and the CPU time arched has used so far."""
+    running: Counter[str] = Counter()
+    arched = 0
+    for row in stack.exec("ps -eo comm=,time=").stdout.splitlines():
+        parts = row.split()
+        if len(parts) != 2:
+            continue
+        running[parts[0]] += 1
+        if parts[0] == "arched":
+            h, m, sec = (int(x) for x in parts[1].split("-")[-1].split(":"))
+            arched += 3600 * h + 60 * m + sec
+    return ", ".join(f"{name} x{k}" for name, k in running.most_common(5)) + f"; arched CPU {arched} s"
 
 
 async def intercede(stack: ARCStack, n: int, out: Path) -> tuple[dict[str, float], list[str]]:
@@ -77,7 +102,7 @@ async def intercede(stack: ARCStack, n: int, out: Path) -> tuple[dict[str, float
         await be.status(ids)
         t["status of all"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        await until_finished(be, ids)
+        await until_finished(be, ids, stack)
         _progress(f"intercede: {n} bulk jobs finished {time.perf_counter() - t0:.0f} s after the status call")
         t0 = time.perf_counter()
         await asyncio.gather(*(be.fetch(i, SPEC, out / i) for i in ids))
@@ -106,7 +131,7 @@ def pyarcrest_run(stack: ARCStack, n: int, out: Path) -> tuple[dict[str, float],
     client.getJobsInfo(ids)
     t["status of all"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    deadline = time.monotonic() + 900
+    deadline = time.monotonic() + 1800
     while any(r.value not in ("FINISHED", "FAILED", "KILLED") for r in client.getJobsStatus(ids)):
         if time.monotonic() > deadline:
             raise RuntimeError("pyarcrest's jobs not finished in time")
