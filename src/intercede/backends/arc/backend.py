@@ -32,7 +32,7 @@ from typing import Any, Self
 from urllib.parse import quote
 
 from intercede.backends.capabilities import LoadReport
-from intercede.backends.credentials import Credential, CredentialNeed
+from intercede.backends.credentials import Credential, CredentialNeed, private_file
 from intercede.errors import (
     AuthenticationError,
     CommandError,
@@ -99,10 +99,12 @@ class ARCBackend:
         self._last_seen: dict[str, JobStatus] = {}
         self._missing_since: dict[str, float] = {}
         self._purged: set[str] = set()
-        self.delegate = delegate and proxy_file is not None
+        #: delegate a credential to the CE for the jobs: the proxy (X.509), else the token (REST 1.1, ARC 7)
+        self.delegate = delegate
         #: identical copies made with one REST 1.1 ``instances=N`` request (False: always one description per copy)
         self.instances = instances
         self._delegation: tuple[str, datetime] | None = None  # (id at the CE, when it expires)
+        self._delegated_token = ""  # the digest of the token a token delegation holds
         self._delegating = asyncio.Lock()
         self._delegation_checked = 0.0
 
@@ -219,15 +221,28 @@ class ARCBackend:
     # -- delegation ------------------------------------------------------------------------------------------------
 
     async def delegation(self) -> str | None:
-        """The id of this backend's delegated proxy at the CE (None without a proxy or with ``delegate=False``).
+        """The id of this backend's delegation at the CE, which its submits name (None with ``delegate=False``, or
+        with only a token on a CE without token delegation: REST 1.0, ARC 6).
 
-        Created once and reused; checked to exist (``action=get``, at most once a minute) and recreated when A-REX no
-        longer knows it (404: A-REX accepts an unknown ``delegation_id`` silently); replaced an hour before it
-        expires."""
-        if not self.delegate or self.rest.proxy_file is None:
+        With a proxy, an X.509 delegation: A-REX's CSR signed with the proxy. With only a token, on REST 1.1, a
+        token delegation (``action=new&type=jwt``, the token in ``X-Token-Delegation``); A-REX has no renew for
+        those, so when the token file holds a different token a new delegation is made with it. Either is created
+        once and reused; checked to exist (``action=get``, at most once a minute) and recreated when A-REX no longer
+        knows it (404: A-REX accepts an unknown ``delegation_id`` silently); an X.509 one is replaced an hour
+        before it expires."""
+        if not self.delegate:
             return None
         async with self._delegating:
             await self.rest.negotiate()
+            token = None
+            if self.rest.proxy_file is None:
+                if not await self._token_delegation():
+                    return None
+                token = self.rest.token()
+                if self._delegation is not None and _digest(token) != self._delegated_token:
+                    log.info("%s: the token changed; delegating the new one (A-REX cannot renew a token "
+                             "delegation)", self.name)
+                    self._delegation = None
             if self._delegation is not None:
                 known, expires = self._delegation
                 fresh = expires - datetime.now(UTC) > timedelta(hours=1)
@@ -242,9 +257,26 @@ class ARCBackend:
                     log.info("%s: delegation %s is gone at the CE (%s); creating a new one", self.name, known,
                              answer.status_code)
                 self._delegation = None
-            self._delegation = await self._delegate()
+            self._delegation = await (self._delegate() if token is None else self._delegate_token(token))
             self._delegation_checked = time.monotonic()
             return self._delegation[0]
+
+    async def _token_delegation(self) -> bool:
+        """Whether the CE takes token delegations: REST 1.1 (ARC 7). ARC 6.17 (REST 1.0) ignores ``type=jwt`` and
+        answers an X.509 CSR (checked in ``tests/arc/test_token_delegation.py``)."""
+        return await self.rest.negotiate() != "1.0"
+
+    async def _delegate_token(self, token: str) -> tuple[str, datetime]:
+        answer = await self.rest.call("POST", "delegations", params={"action": "new", "type": "jwt"},
+                                      headers={"X-Token-Delegation": f"Bearer {token}"})
+        made = answer.headers.get("Location", "").rstrip("/").rpartition("/")[2]
+        if answer.status_code != 201 or not made:
+            raise ConnectivityError(f"{self.name}: A-REX did not make a token delegation ({answer.status_code} "
+                                    f"{answer.reason_phrase})")
+        self._delegated_token = _digest(token)
+        # valid as long as the token; re-made when the token changes, not by time (re-delegating it cannot help)
+        log.debug("%s: token delegation %s created", self.name, made)
+        return made, datetime.max.replace(tzinfo=UTC)
 
     # -- credentials (a CredentialConsumer; the default provider reads proxy_file and token_file) -------------------
 
@@ -257,12 +289,27 @@ class ARCBackend:
         return needs
 
     async def use_credential(self, need: CredentialNeed, credential: Credential) -> None:
-        """A renewed proxy renews the delegation in place (``action=renew``: the jobs that use it keep a valid
-        proxy, DIRAC #7908); the REST client itself re-reads the files when they change."""
-        if need.slot == "proxy" and self.delegate:
-            async with self._delegating:
-                if self._delegation is not None:
-                    self._delegation = await self._delegate(renew=self._delegation[0], proxy=credential.secret)
+        """A renewed proxy renews the X.509 delegation in place (``action=renew``: the jobs that use it keep a
+        valid proxy, DIRAC #7908). A new token is delegated at once where the token is what is delegated (a new
+        delegation: A-REX has no renew for tokens), so the next submits name it. Either is first written to its
+        file if the provider did not read it from there: the REST client reads the token file at every request and
+        reloads the proxy file when it changes."""
+        where = {"token": self.rest.token_file, "proxy": self.rest.proxy_file}.get(need.slot)
+        if where is not None:
+            path = Path(where)
+            current = await asyncio.to_thread(lambda: path.read_bytes() if path.exists() else b"")
+            if current.strip() != credential.secret.strip():
+                await asyncio.to_thread(private_file, path, credential.secret)
+        if not self.delegate:
+            return
+        async with self._delegating:
+            if self._delegation is None:
+                return  # made at the next submit, from the new credential
+            if need.slot == "proxy" and self.rest.proxy_file is not None:
+                self._delegation = await self._delegate(renew=self._delegation[0], proxy=credential.secret)
+            elif need.slot == "token" and self.rest.proxy_file is None and await self._token_delegation():
+                self._delegation = await self._delegate_token(credential.text().strip())
+            self._delegation_checked = time.monotonic()
 
     async def _delegate(self, renew: str | None = None, proxy: bytes | None = None) -> tuple[str, datetime]:
         if renew is not None:
@@ -559,6 +606,10 @@ class ARCBackend:
         if not answer.content.strip():  # right after A-REX starts, before its info provider has run
             raise ConnectivityError(f"{self.name}: the CE has not published its GLUE2 information yet")
         return _parse.load(answer.json())
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def _refusal(entry: _parse.Entry) -> IntercedeError:
