@@ -87,26 +87,31 @@ async def intercede(stack: ARCStack, n: int, out: Path) -> tuple[dict[str, float
         t0 = time.perf_counter()
         single = await asyncio.gather(*(be.submit(SPEC) for _ in range(n)))
         t["submit, one POST per job"] = time.perf_counter() - t0
+        _progress(f"intercede: submit, one POST per job {t['submit, one POST per job']:.2f} s")
         single_ids = [j for r in single for j in r.job_ids]
         await be.cancel(single_ids)
         t0 = time.perf_counter()
         bulk = await bundles.submit(SPEC.model_copy(update={"copies": SPEC.copies * n}))
         t["submit, bulk"] = time.perf_counter() - t0
+        _progress(f"intercede: submit, bulk {t['submit, bulk']:.2f} s")
         t0 = time.perf_counter()
         copies = await be.submit(SPEC.model_copy(update={"copies": SPEC.copies * n}))
         t["submit, instances=N"] = time.perf_counter() - t0
+        _progress(f"intercede: submit, instances=N {t['submit, instances=N']:.2f} s")
         await be.cancel(copies.job_ids)
         ids = bulk.job_ids
         assert len(ids) == n and len(single_ids) == n and len(copies.job_ids) == n
         t0 = time.perf_counter()
         await be.status(ids)
         t["status of all"] = time.perf_counter() - t0
+        _progress(f"intercede: status of all {t['status of all']:.2f} s")
         t0 = time.perf_counter()
         await until_finished(be, ids, stack)
         _progress(f"intercede: {n} bulk jobs finished {time.perf_counter() - t0:.0f} s after the status call")
         t0 = time.perf_counter()
         await asyncio.gather(*(be.fetch(i, SPEC, out / i) for i in ids))
         t["fetch stdout of all"] = time.perf_counter() - t0
+        _progress(f"intercede: fetch stdout of all {t['fetch stdout of all']:.2f} s")
         await be.purge(ids + single_ids + copies.job_ids)
     return t, ids
 
@@ -120,16 +125,19 @@ def pyarcrest_run(stack: ARCStack, n: int, out: Path) -> tuple[dict[str, float],
     t0 = time.perf_counter()
     single = [client.createJobs(desc) for _ in range(n)]
     t["submit, one POST per job"] = time.perf_counter() - t0
+    _progress(f"pyarcrest: submit, one POST per job {t['submit, one POST per job']:.2f} s")
     single_ids = [r[0].value[0] for r in single]
     client.killJobs(single_ids)
     t0 = time.perf_counter()
     bulk = client.createJobs(_adl.bundle([desc] * n))
     t["submit, bulk"] = time.perf_counter() - t0
+    _progress(f"pyarcrest: submit, bulk {t['submit, bulk']:.2f} s")
     t["submit, instances=N"] = t["submit, bulk"]  # pyarcrest 0.5 has no instances: its bulk bundle is its answer
     ids = [r.value[0] for r in bulk]
     t0 = time.perf_counter()
     client.getJobsInfo(ids)
     t["status of all"] = time.perf_counter() - t0
+    _progress(f"pyarcrest: status of all {t['status of all']:.2f} s")
     t0 = time.perf_counter()
     deadline = time.monotonic() + 1800
     while any(r.value not in ("FINISHED", "FAILED", "KILLED") for r in client.getJobsStatus(ids)):
@@ -141,6 +149,7 @@ def pyarcrest_run(stack: ARCStack, n: int, out: Path) -> tuple[dict[str, float],
     for i in ids:
         client.downloadFile(i, "stdout.txt", str(out / f"{i}.txt"))
     t["fetch stdout of all"] = time.perf_counter() - t0
+    _progress(f"pyarcrest: fetch stdout of all {t['fetch stdout of all']:.2f} s")
     deadline = time.monotonic() + 300
     while any(r.value not in ("FINISHED", "FAILED", "KILLED") for r in client.getJobsStatus(single_ids)):
         if time.monotonic() > deadline:
