@@ -238,7 +238,10 @@ class RestClient:
             if isinstance(cause, ssl.SSLCertVerificationError):
                 return AuthenticationError(f"{where}: the server certificate was not verified "
                                            f"({cause.verify_message}); refusing to talk to it")
-            if isinstance(cause, ssl.SSLEOFError | ssl.SSLZeroReturnError):  # closed mid-handshake, not a refusal
+            # closed or stalled mid-handshake (a handshake that timed out leaves SSLWantReadError in the chain):
+            # the CE did not answer in time, it refused nothing
+            if isinstance(cause, ssl.SSLEOFError | ssl.SSLZeroReturnError | ssl.SSLWantReadError |
+                          ssl.SSLWantWriteError):
                 break
             if isinstance(cause, ssl.SSLError):
                 return AuthenticationError(f"{where}: the TLS handshake failed ({type(cause).__name__}: "
