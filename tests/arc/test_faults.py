@@ -18,7 +18,7 @@ import certifi
 import pytest
 
 from intercede.backends.arc import ARCBackend
-from intercede.errors import AuthenticationError, ConnectivityError
+from intercede.errors import AuthenticationError, ConnectivityError, IntercedeError, is_temporary
 from intercede.model import Copy, JobSpec, JobState
 from stacks.arc_stack import ARCStack
 from tests.contract.waiting import until_state, until_terminal
@@ -172,3 +172,23 @@ async def test_arex_down_is_a_connectivity_error_and_no_job_fails(stack: ARCStac
             stack.arex_start()
         (status,) = await until_terminal(be, result.job_ids)
         assert status.state is JobState.DONE
+
+
+async def test_a_hung_arex_is_a_connectivity_error_not_a_credential_refusal(stack: ARCStack) -> None:
+    """arched frozen (SIGSTOP): the kernel still accepts the TCP connection, the TLS handshake never completes. That
+    is the CE not answering (temporary), not credentials refused (seen under load: a handshake timeout had been
+    reported as "the CE refused the client certificate")."""
+    async with ARCBackend(stack.url, ca_file=stack.ca_file, proxy_file=stack.proxy_file,
+                          connect_timeout=2.0) as be:
+        await be.status(["abcdef123456"])  # negotiated while A-REX answers
+        await be.rest.aclose()  # the next request needs a new connection, hence a handshake
+        stack.check("kill -STOP $(pgrep -x arched)")
+        try:
+            with pytest.raises(IntercedeError) as caught:
+                await be.status(["abcdef123456"])
+            assert is_temporary(caught.value) and not isinstance(caught.value, AuthenticationError), caught.value
+        finally:
+            stack.check("kill -CONT $(pgrep -x arched)")
+        (after,) = await be.status(["abcdef123456"])
+        assert after.job_id == "abcdef123456"
+

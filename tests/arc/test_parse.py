@@ -111,3 +111,13 @@ def test_an_instances_answer_gives_each_copy_a_job_or_the_refusal() -> None:
     assert [e.reason for e in _parse.instances(refused, 2)] == ["Requested queue x is not allowed for this user"] * 2
     with pytest.raises(ValueError, match="entries for 1 instances"):
         _parse.instances(made, 1)
+
+
+@pytest.mark.parametrize("name", ["a\nb", "tab\there", "del\x7f", "sub\n/f"])
+def test_an_output_name_with_a_control_character_is_one_arex_cannot_keep(name: str) -> None:
+    assert "control character" in (_parse.unkeepable(name) or "")
+
+
+@pytest.mark.parametrize("name", ["out.txt", "-rf", "$(touch pwned);x", "a b;c&d|e>f", "é/ü.txt"])
+def test_other_output_names_are_kept(name: str) -> None:
+    assert _parse.unkeepable(name) is None

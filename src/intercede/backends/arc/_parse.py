@@ -33,6 +33,7 @@ __all__ = [
     "pick_version",
     "rest_state",
     "submitted",
+    "unkeepable",
     "versions",
 ]
 
@@ -231,6 +232,15 @@ def _bad_name(name: object) -> str | None:
         return "contains a slash or NUL (refused: a listing entry must name one file)"
     if name in (".", ".."):
         return "names a directory above or at the listing (refused)"
+    return None
+
+
+def unkeepable(name: str) -> str | None:
+    """Why A-REX cannot keep a declared output of this name, or None. A-REX's output list drops control characters
+    (observed on 7.2: an output declared ``a\\nb`` is listed as ``ab``), so the job's file is removed after the
+    job and another file could stand in its place."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        return "has a control character in its name, which A-REX drops from its output list: it cannot keep it"
     return None
 
 

@@ -57,6 +57,8 @@ class RestClient:
         self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._client: httpx.AsyncClient | None = None
         self._proxy_stamp: tuple[float, int, str] | None = None
+        self._inflight: dict[httpx.AsyncClient, int] = {}
+        self._retired: set[httpx.AsyncClient] = set()
         self.version: str | None = None
 
     def __repr__(self) -> str:
@@ -96,8 +98,13 @@ class RestClient:
         # that identity for every later request on it (observed on 7.0: a refreshed token sent on a kept-alive
         # connection is still refused as the old one was).
         if self._client is not None and stamp != self._proxy_stamp:
-            await self._client.aclose()
-            self._client = None
+            # retired, not closed: requests still in flight on it (a status poll while the credential keeper
+            # renews the delegation) finish on it; it is closed when its last one ends
+            old, self._client = self._client, None
+            if self._inflight.get(old, 0):
+                self._retired.add(old)
+            else:
+                await old.aclose()
         if self._client is None:
             ctx = self._context()
             self._client = httpx.AsyncClient(
@@ -118,14 +125,37 @@ class RestClient:
             raise AuthenticationError(f"ARC CE {self.endpoint}: the token file {self.token_file} is empty")
         return token
 
+    def token(self) -> str:
+        """The bearer token now in the token file (:class:`AuthenticationError` without one)."""
+        token = self._token()
+        if token is None:
+            raise AuthenticationError(f"ARC CE {self.endpoint}: no token file is configured")
+        return token
+
     @staticmethod
     def _auth(token: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"} if token else {}
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        retired, self._retired = self._retired, set()
+        for each in [*retired, *([client] if client is not None else [])]:
+            await each.aclose()
+
+    @asynccontextmanager
+    async def _using(self, token: str | None) -> AsyncIterator[httpx.AsyncClient]:
+        """The current client, counted as in use while the caller's request runs."""
+        client = await self._http(token)
+        self._inflight[client] = self._inflight.get(client, 0) + 1
+        try:
+            yield client
+        finally:
+            left = self._inflight.pop(client) - 1
+            if left:
+                self._inflight[client] = left
+            elif client in self._retired:
+                self._retired.discard(client)
+                await client.aclose()
 
     # -- requests ------------------------------------------------------------------------------------------------
 
@@ -164,25 +194,26 @@ class RestClient:
         """A streamed GET (the caller reads ``aiter_bytes``); the answer is returned whatever its status."""
         await self.negotiate()
         token = self._token()
-        client = await self._http(token)
-        try:
-            async with client.stream("GET", self._url(path), headers=self._auth(token)) as answer:
-                log.debug("ARC %s GET %s -> %s", self.endpoint, path, answer.status_code)
-                self._credentials(answer)
-                yield answer
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, "GET", path, creates=False) from None
+        async with self._using(token) as client:
+            try:
+                async with client.stream("GET", self._url(path), headers=self._auth(token)) as answer:
+                    log.debug("ARC %s GET %s -> %s", self.endpoint, path, answer.status_code)
+                    self._credentials(answer)
+                    yield answer
+            except httpx.HTTPError as exc:
+                raise self._transport_error(exc, "GET", path, creates=False) from None
 
     async def _send(self, method: str, url: str, path: str, *, params: Mapping[str, str] | None = None,
                     json: Any = None, content: Any = None, headers: Mapping[str, str] | None = None,
                     creates: bool = False) -> httpx.Response:
         token = self._token()
-        client = await self._http(token)
         merged = {**(headers or {}), **self._auth(token)}
-        try:
-            answer = await client.request(method, url, params=params, json=json, content=content, headers=merged)
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, method, path, creates) from None
+        async with self._using(token) as client:
+            try:
+                answer = await client.request(method, url, params=params, json=json, content=content,
+                                              headers=merged)
+            except httpx.HTTPError as exc:
+                raise self._transport_error(exc, method, path, creates) from None
         log.debug("ARC %s %s %s%s -> %s", self.endpoint, method, path,
                   f"?action={params['action']}" if params and "action" in params else "", answer.status_code)
         self._credentials(answer)
@@ -207,8 +238,14 @@ class RestClient:
             if isinstance(cause, ssl.SSLCertVerificationError):
                 return AuthenticationError(f"{where}: the server certificate was not verified "
                                            f"({cause.verify_message}); refusing to talk to it")
+            # closed or stalled mid-handshake (a handshake that timed out leaves SSLWantReadError in the chain):
+            # the CE did not answer in time, it refused nothing
+            if isinstance(cause, ssl.SSLEOFError | ssl.SSLZeroReturnError | ssl.SSLWantReadError |
+                          ssl.SSLWantWriteError):
+                break
             if isinstance(cause, ssl.SSLError):
-                return AuthenticationError(f"{where}: the TLS handshake failed ({cause.reason}): the CE refused "
+                return AuthenticationError(f"{where}: the TLS handshake failed ({type(cause).__name__}: "
+                                           f"{cause.reason}): the CE refused "
                                            "the client certificate, or it does not verify")
             cause = cause.__cause__ or cause.__context__
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):

@@ -32,7 +32,7 @@ from typing import Any, Self
 from urllib.parse import quote
 
 from intercede.backends.capabilities import LoadReport
-from intercede.backends.credentials import Credential, CredentialNeed
+from intercede.backends.credentials import Credential, CredentialNeed, private_file
 from intercede.errors import (
     AuthenticationError,
     CommandError,
@@ -99,10 +99,12 @@ class ARCBackend:
         self._last_seen: dict[str, JobStatus] = {}
         self._missing_since: dict[str, float] = {}
         self._purged: set[str] = set()
-        self.delegate = delegate and proxy_file is not None
+        #: delegate a credential to the CE for the jobs: the proxy (X.509), else the token (REST 1.1, ARC 7)
+        self.delegate = delegate
         #: identical copies made with one REST 1.1 ``instances=N`` request (False: always one description per copy)
         self.instances = instances
         self._delegation: tuple[str, datetime] | None = None  # (id at the CE, when it expires)
+        self._delegated_token = ""  # the digest of the token a token delegation holds
         self._delegating = asyncio.Lock()
         self._delegation_checked = 0.0
 
@@ -167,10 +169,8 @@ class ARCBackend:
     async def _after_create(self, spec: JobSpec, index: int, plan: _adl.Plan, entry: _parse.Entry) -> Submission:
         tag = spec.copy_tag(index)
         if not entry.ok or entry.job_id is None:
-            why = entry.reason.lower()  # the CE's job limit ("No more jobs allowed", "... exceeds allowed limit")
-            temporary = entry.code in (0, 503) or "no more jobs" in why or "allowed limit" in why
-            return Submission(copy_index=index, tag=tag, error=f"A-REX refused the job: {entry.reason} "
-                              f"({entry.code})", temporary=temporary)
+            refusal = _refusal(entry)
+            return Submission(copy_index=index, tag=tag, error=str(refusal), temporary=is_temporary(refusal))
         job_id = entry.job_id
         try:
             for path, data in plan.uploads.items():
@@ -221,15 +221,28 @@ class ARCBackend:
     # -- delegation ------------------------------------------------------------------------------------------------
 
     async def delegation(self) -> str | None:
-        """The id of this backend's delegated proxy at the CE (None without a proxy or with ``delegate=False``).
+        """The id of this backend's delegation at the CE, which its submits name (None with ``delegate=False``, or
+        with only a token on a CE without token delegation: REST 1.0, ARC 6).
 
-        Created once and reused; checked to exist (``action=get``, at most once a minute) and recreated when A-REX no
-        longer knows it (404: A-REX accepts an unknown ``delegation_id`` silently); replaced an hour before it
-        expires."""
-        if not self.delegate or self.rest.proxy_file is None:
+        With a proxy, an X.509 delegation: A-REX's CSR signed with the proxy. With only a token, on REST 1.1, a
+        token delegation (``action=new&type=jwt``, the token in ``X-Token-Delegation``); A-REX has no renew for
+        those, so when the token file holds a different token a new delegation is made with it. Either is created
+        once and reused; checked to exist (``action=get``, at most once a minute) and recreated when A-REX no longer
+        knows it (404: A-REX accepts an unknown ``delegation_id`` silently); an X.509 one is replaced an hour
+        before it expires."""
+        if not self.delegate:
             return None
         async with self._delegating:
             await self.rest.negotiate()
+            token = None
+            if self.rest.proxy_file is None:
+                if not await self._token_delegation():
+                    return None
+                token = self.rest.token()
+                if self._delegation is not None and _digest(token) != self._delegated_token:
+                    log.info("%s: the token changed; delegating the new one (A-REX cannot renew a token "
+                             "delegation)", self.name)
+                    self._delegation = None
             if self._delegation is not None:
                 known, expires = self._delegation
                 fresh = expires - datetime.now(UTC) > timedelta(hours=1)
@@ -244,9 +257,26 @@ class ARCBackend:
                     log.info("%s: delegation %s is gone at the CE (%s); creating a new one", self.name, known,
                              answer.status_code)
                 self._delegation = None
-            self._delegation = await self._delegate()
+            self._delegation = await (self._delegate() if token is None else self._delegate_token(token))
             self._delegation_checked = time.monotonic()
             return self._delegation[0]
+
+    async def _token_delegation(self) -> bool:
+        """Whether the CE takes token delegations: REST 1.1 (ARC 7). ARC 6.17 (REST 1.0) ignores ``type=jwt`` and
+        answers an X.509 CSR (checked in ``tests/arc/test_token_delegation.py``)."""
+        return await self.rest.negotiate() != "1.0"
+
+    async def _delegate_token(self, token: str) -> tuple[str, datetime]:
+        answer = await self.rest.call("POST", "delegations", params={"action": "new", "type": "jwt"},
+                                      headers={"X-Token-Delegation": f"Bearer {token}"})
+        made = answer.headers.get("Location", "").rstrip("/").rpartition("/")[2]
+        if answer.status_code != 201 or not made:
+            raise ConnectivityError(f"{self.name}: A-REX did not make a token delegation ({answer.status_code} "
+                                    f"{answer.reason_phrase})")
+        self._delegated_token = _digest(token)
+        # valid as long as the token; re-made when the token changes, not by time (re-delegating it cannot help)
+        log.debug("%s: token delegation %s created", self.name, made)
+        return made, datetime.max.replace(tzinfo=UTC)
 
     # -- credentials (a CredentialConsumer; the default provider reads proxy_file and token_file) -------------------
 
@@ -259,12 +289,27 @@ class ARCBackend:
         return needs
 
     async def use_credential(self, need: CredentialNeed, credential: Credential) -> None:
-        """A renewed proxy renews the delegation in place (``action=renew``: the jobs that use it keep a valid
-        proxy, DIRAC #7908); the REST client itself re-reads the files when they change."""
-        if need.slot == "proxy" and self.delegate:
-            async with self._delegating:
-                if self._delegation is not None:
-                    self._delegation = await self._delegate(renew=self._delegation[0], proxy=credential.secret)
+        """A renewed proxy renews the X.509 delegation in place (``action=renew``: the jobs that use it keep a
+        valid proxy, DIRAC #7908). A new token is delegated at once where the token is what is delegated (a new
+        delegation: A-REX has no renew for tokens), so the next submits name it. Either is first written to its
+        file if the provider did not read it from there: the REST client reads the token file at every request and
+        reloads the proxy file when it changes."""
+        where = {"token": self.rest.token_file, "proxy": self.rest.proxy_file}.get(need.slot)
+        if where is not None:
+            path = Path(where)
+            current = await asyncio.to_thread(lambda: path.read_bytes() if path.exists() else b"")
+            if current.strip() != credential.secret.strip():
+                await asyncio.to_thread(private_file, path, credential.secret)
+        if not self.delegate:
+            return
+        async with self._delegating:
+            if self._delegation is None:
+                return  # made at the next submit, from the new credential
+            if need.slot == "proxy" and self.rest.proxy_file is not None:
+                self._delegation = await self._delegate(renew=self._delegation[0], proxy=credential.secret)
+            elif need.slot == "token" and self.rest.proxy_file is None and await self._token_delegation():
+                self._delegation = await self._delegate_token(credential.text().strip())
+            self._delegation_checked = time.monotonic()
 
     async def _delegate(self, renew: str | None = None, proxy: bytes | None = None) -> tuple[str, datetime]:
         if renew is not None:
@@ -396,6 +441,12 @@ class ARCBackend:
 
     async def fetch(self, job_id: str, spec: JobSpec, destination: Path,
                     bounds: OutputBounds | None = None) -> OutputManifest:
+        """Every wanted file the session listing names as a file, within ``bounds``; the others refused per file
+        with the reason (``manifest.refused``) while the rest still arrive: a name A-REX cannot keep (a control
+        character), a name the listing does not show although it answers (a symbolic link: A-REX would follow it
+        out of the session directory), hostile names in the listing, files past the count bound (in declared
+        order, stdout and stderr first) and files bigger than what is left of the byte bound (sizes by ``HEAD``,
+        before transfer; a file that grows past it while streamed is dropped and refused)."""
         bounds = bounds or OutputBounds()
         if not _ID.match(job_id):
             raise TransferError(f"{job_id!r} is not an ARC job id")
@@ -408,6 +459,9 @@ class ARCBackend:
         present: list[str] = []
         missing: list[str] = []
         for name in wanted:
+            if (why := _parse.unkeepable(name)) is not None:
+                refused[name] = why
+                continue
             parent = str(PurePosixPath(name).parent)
             parent = "" if parent == "." else parent
             where = await self._walk(job_id, parent, listings)
@@ -418,27 +472,40 @@ class ARCBackend:
                 present.append(name)
             elif leaf in where.dirs:
                 refused[name] = "is a directory, not a regular file"
+            elif await self._answers(job_id, name):
+                refused[name] = ("not listed by A-REX although it answers: a symbolic link or a special file "
+                                 "(A-REX would follow a link out of the session directory), not fetched")
             else:
                 missing.append(name)
         for directory, found in listings.items():
             for bad, why in (found.refused.items() if found else ()):
                 refused[f"{directory}/{bad}" if directory else bad] = f"in the CE's listing: {why}"
-        if len(present) > bounds.max_files:
-            raise OutputBoundError(f"{job_id} has {len(present)} output files, over the bound of {bounds.max_files} "
-                                   "(before transfer)")
+        for name in present[bounds.max_files:]:
+            refused[name] = f"over the bound of {bounds.max_files} output files (before transfer)"
+        present = present[:bounds.max_files]
         sizes = {name: await self._size(job_id, name) for name in present}
-        if sum(sizes.values()) > bounds.max_bytes:
-            raise OutputBoundError(f"{job_id} outputs total {sum(sizes.values())} bytes, over the bound of "
-                                   f"{bounds.max_bytes} (before transfer); raise OutputBounds.max_bytes to fetch them")
         root = await asyncio.to_thread(_prepare, destination)
         files: list[ManifestEntry] = []
         budget = bounds.max_bytes
         for name in present:
-            entry = await asyncio.wait_for(self._download(job_id, name, root, wanted[name], budget),
-                                           bounds.transfer_timeout)
+            if sizes[name] > budget:
+                refused[name] = (f"{sizes[name]} bytes, over the byte bound of {bounds.max_bytes} ({budget} left "
+                                 "for it; before transfer)")
+                continue
+            try:
+                entry = await asyncio.wait_for(self._download(job_id, name, root, wanted[name], budget),
+                                               bounds.transfer_timeout)
+            except OutputBoundError as exc:
+                refused[name] = str(exc)
+                continue
             budget -= entry.size
             files.append(entry)
         return OutputManifest(job_id=job_id, destination=root, files=files, missing=missing, refused=refused)
+
+    async def _answers(self, job_id: str, name: str) -> bool:
+        """Whether A-REX serves ``name`` (``HEAD``) although its listing does not show it."""
+        answer = await self.rest.call("HEAD", _session(job_id, name), expect_ok=False)
+        return answer.is_success
 
     async def _walk(self, job_id: str, directory: str, listings: dict[str, _parse.Listing | None]
                     ) -> _parse.Listing | None:
@@ -473,8 +540,8 @@ class ARCBackend:
                     async for block in answer.aiter_bytes(1 << 20):
                         size += len(block)
                         if size > budget:
-                            raise OutputBoundError(f"{job_id}: {name} grew past the byte bound during transfer "
-                                                   "(after transfer)")
+                            raise OutputBoundError(f"grew past the {budget} bytes left of the byte bound while "
+                                                   "it was streamed: dropped")
                         digest.update(block)
                         await asyncio.to_thread(out.write, block)
             os.replace(part, local)
@@ -491,8 +558,16 @@ class ARCBackend:
         path = PurePosixPath(name)
         if path.is_absolute() or ".." in path.parts or not name or "\0" in name:
             raise OutputBoundError(f"{name!r} is not a relative path inside the job's session directory")
-        where = f"jobs/{job_id}/diagnose/{quote(name.removeprefix('diagnose/'), safe='')}" \
-            if name.startswith("diagnose/") else _session(job_id, name)
+        if name.startswith("diagnose/"):
+            where = f"jobs/{job_id}/diagnose/{quote(name.removeprefix('diagnose/'), safe='')}"
+        else:  # only what the listing names as a file: A-REX would follow a symbolic link out of the session
+            parent = str(path.parent)
+            listings: dict[str, _parse.Listing | None] = {"": await self._list(job_id, "")}
+            found = await self._walk(job_id, "" if parent == "." else parent, listings)
+            if found is None or path.name not in found.files:
+                raise CommandError(f"{name} of {job_id}: not a file the session listing names (missing, a "
+                                   "directory, or a symbolic link A-REX would follow)")
+            where = _session(job_id, name)
         tail = bytearray()
         async with self.rest.stream(where) as answer:
             if not answer.is_success:
@@ -531,6 +606,21 @@ class ARCBackend:
         if not answer.content.strip():  # right after A-REX starts, before its info provider has run
             raise ConnectivityError(f"{self.name}: the CE has not published its GLUE2 information yet")
         return _parse.load(answer.json())
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _refusal(entry: _parse.Entry) -> IntercedeError:
+    """The error of a copy A-REX did not create. Its job limit (``500 No more jobs allowed`` once ``maxjobs``'
+    total is reached, ``... exceeds allowed limit``) and a 503 mean the CE is full or busy now: retrying later may
+    succeed (a :class:`ConnectivityError`, temporary); anything else is a refusal of this description."""
+    why = entry.reason.lower()
+    text = f"A-REX refused the job: {entry.reason} ({entry.code})"
+    if entry.code in (0, 503) or "no more jobs" in why or "allowed limit" in why:
+        return ConnectivityError(f"{text}: the CE is at its job limit or busy; retry later")
+    return CommandError(text)
 
 
 def _session(job_id: str, path: str) -> str:
