@@ -157,7 +157,9 @@ async def condor_round(stack: CondorStack, token: Path, staging: Path,
         polls = await _status_polls(backend, submitted)
         (await backend.transport.run(["condor_rm", "-all"])).check()
         (await backend.transport.run(["rm", "-rf", "--", ROOT])).check()
-    async with HTCondorBackend(stack.pool, token_file=token, staging=staging, name="bench") as bindings:
+    # A 500-proc spooled submit can take longer than the default 60 s call deadline on a loaded 2-core machine.
+    async with HTCondorBackend(stack.pool, token_file=token, staging=staging, name="bench",
+                               call_timeout=600.0) as bindings:
         spec = _spec(copies)  # a spooled submit cannot be held (HTCondor refuses hold with spool); it runs /bin/true
 
         async def spooled() -> int:
