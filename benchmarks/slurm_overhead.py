@@ -24,14 +24,17 @@ first:
 
 Per mode: seconds until every job was submitted (the submit phase) and until the client knew every job was done
 (all-known-done), and what reached the resource meanwhile, counted there: SSH sessions (sshd's log), and the
-controller's ``REQUEST_SUBMIT_BATCH_JOB`` and job-info RPCs (``sdiag``). Prints the table, ``ratio:`` lines (client /
-raw, medians) and the run's load average, and writes them into ``docs/benchmarks.md`` under its heading.
+controller's ``REQUEST_SUBMIT_BATCH_JOB`` and job-info RPCs (``sdiag``); and the client's CPU seconds (this process
+and every process it started, the Ray instance included, for every mode alike: :func:`client_cpu`). Prints the
+table, ``ratio:`` lines (client / raw, medians) and the run's load average, and writes them into
+``docs/benchmarks.md`` under its heading.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import os
 import re
@@ -91,6 +94,37 @@ class Counts:
         return Counts(self.sessions - other.sessions, self.submits - other.submits, self.job_info - other.job_info)
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def client_cpu() -> float:
+    """CPU seconds used so far by this process and every process it started (the local Ray instance: raylet, GCS,
+    the actors' workers), children that exited included: the client side of every mode, measured the same way."""
+    parent: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue  # it exited meanwhile
+        pid = int(entry.name)
+        parent[pid] = int(fields[1])
+        used[pid] = sum(int(x) for x in fields[11:15]) / _TICK  # utime stime cutime cstime
+    me = os.getpid()
+
+    def mine(pid: int) -> bool:
+        while pid > 1:
+            if pid == me:
+                return True
+            pid = parent.get(pid, 0)
+        return False
+
+    return sum(seconds for pid, seconds in used.items() if mine(pid))
+
+
 @dataclass(frozen=True)
 class Run:
     """One mode's run: seconds to the end of the submit phase and to all-known-done, its status polls, and what
@@ -103,6 +137,7 @@ class Run:
     polls: int
     submit_counts: Counts
     counts: Counts
+    cpu: float = 0.0  # client_cpu() during the run
 
 
 # -- raw -----------------------------------------------------------------------------------------------------------
@@ -247,8 +282,8 @@ def _label(mode: str, poll: float) -> str:
 
 def table(runs: list[Run], poll: float) -> str:
     lines = ["| mode | jobs | rounds | submit phase s | all known done s | submit: SSH commands per job | "
-             "submit: sbatch RPCs | whole run: SSH commands | whole run: squeue RPCs |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "submit: sbatch RPCs | whole run: SSH commands | whole run: squeue RPCs | client CPU s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for jobs in sorted({r.jobs for r in runs}):
         for mode in MODES:
             mine = [r for r in runs if r.mode == mode and r.jobs == jobs]
@@ -261,7 +296,7 @@ def table(runs: list[Run], poll: float) -> str:
             submits = str(last.submit_counts.submits)
             lines.append(f"| {_label(mode, poll)} | {jobs} | {len(mine)} | {_range(mine, 'submitted', sub)} | "
                          f"{_range(mine, 'done', done)} | {per_job} | {submits} | {last.counts.sessions} | "
-                         f"{last.counts.job_info} |")
+                         f"{last.counts.job_info} | {statistics.median(r.cpu for r in mine):.1f} |")
     return "\n".join(lines)
 
 
@@ -299,15 +334,18 @@ async def measure(stack: SlurmStack, sizes: list[int], rounds: int, poll: float,
         for r in range(rounds):
             for mode in MODES:
                 queue_empty(stack)
+                cpu = client_cpu()
                 if mode == "raw":
                     run = await raw(stack, jobs, poll)
                 elif mode == "library":
                     run = await library(stack, jobs, poll)
                 else:
                     run = await service(ic, stack, jobs, f"n{jobs}-r{r}")
+                run = dataclasses.replace(run, cpu=client_cpu() - cpu)
                 runs.append(run)
                 print(f"{jobs} jobs, round {r + 1}, {mode}: submitted after {run.submitted:.2f} s, all known done "
-                      f"after {run.done:.2f} s; submit phase {run.submit_counts}, whole run {run.counts}", flush=True)
+                      f"after {run.done:.2f} s; client CPU {run.cpu:.1f} s; submit phase {run.submit_counts}, "
+                      f"whole run {run.counts}", flush=True)
     return runs
 
 
