@@ -17,6 +17,10 @@ over SSH on one :class:`~intercede.backends.transports.ssh.SSHTransport` per mod
 * **HTCondor bindings**: ONE ``HTCondorBackend.submit``: N local sandboxes, one cluster with N procs from item data,
   one spool (measured once per round, for reference; it has no raw counterpart here).
 
+After the CLI submit, one status query of its held copies two ways: ``BatchBackend.status`` (one ``condor_q`` with the
+ids as one compact constraint) and ``condor_q`` given the job ids as arguments (how the CLI dialect asked before), with
+how many held jobs each found.
+
 Between rounds every job is removed (``scancel``/``condor_rm``). Prints the table and ``ratio:`` lines (raw median /
 intercede median), the last one ``ratio: N`` for Slurm, and writes them into docs/benchmarks.md under its heading.
 """
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import json
 import os
 import shutil
 import statistics
@@ -33,6 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import _report
@@ -103,7 +109,29 @@ def _held() -> Resources:
     return Resources(native=["--hold"])  # held: the measurement is the submit, not 500 jobs competing for the CPUs
 
 
-async def condor_round(stack: CondorStack, token: Path, staging: Path, copies: int) -> tuple[float, float, float]:
+@dataclass(frozen=True)
+class StatusPoll:
+    """One status query of the held CLI copies: seconds, and how many of them it found held."""
+
+    seconds: float
+    found: int
+
+
+async def _status_polls(backend: BatchBackend, job_ids: list[str]) -> tuple[StatusPoll, StatusPoll]:
+    """``BatchBackend.status`` of the held copies (one ``condor_q -constraint``), next to ``condor_q`` given their
+    job ids as arguments (how the CLI dialect asked before)."""
+    start = time.perf_counter()
+    statuses = await backend.status(job_ids)
+    ours = StatusPoll(time.perf_counter() - start, sum(s.native_state == "Held" for s in statuses))
+    argv = ["condor_q", *(i.partition("@")[0] for i in job_ids), "-json", "-attributes", "ClusterId,ProcId,JobStatus"]
+    start = time.perf_counter()
+    text = (await backend.transport.run(argv)).check().text
+    seconds = time.perf_counter() - start
+    return ours, StatusPoll(seconds, len(json.loads(text)) if text.strip() else 0)
+
+
+async def condor_round(stack: CondorStack, token: Path, staging: Path,
+                       copies: int) -> tuple[float, float, float, tuple[StatusPoll, StatusPoll]]:
     async with SSHTransport(stack.endpoint()) as transport:
         (await transport.run(["mkdir", "-p", RAW_DIR])).check()
 
@@ -117,15 +145,21 @@ async def condor_round(stack: CondorStack, token: Path, staging: Path, copies: i
     async with BatchBackend(SSHTransport(stack.endpoint()), HTCondorScheduler(), ROOT) as backend:
         spec = _spec(copies).model_copy(update={"resources": _condor_held()})
 
+        submitted: list[str] = []
+
         async def cli() -> int:
             result = await backend.submit(spec)
             assert not result.failures, result.failures[:2]
+            submitted.extend(result.job_ids)
             return len(result.job_ids)
 
         cli_s = await _timed(cli)
+        polls = await _status_polls(backend, submitted)
         (await backend.transport.run(["condor_rm", "-all"])).check()
         (await backend.transport.run(["rm", "-rf", "--", ROOT])).check()
-    async with HTCondorBackend(stack.pool, token_file=token, staging=staging, name="bench") as bindings:
+    # A 500-proc spooled submit can take longer than the default 60 s call deadline on a loaded 2-core machine.
+    async with HTCondorBackend(stack.pool, token_file=token, staging=staging, name="bench",
+                               call_timeout=600.0) as bindings:
         spec = _spec(copies)  # a spooled submit cannot be held (HTCondor refuses hold with spool); it runs /bin/true
 
         async def spooled() -> int:
@@ -135,7 +169,7 @@ async def condor_round(stack: CondorStack, token: Path, staging: Path, copies: i
 
         bindings_s = await _timed(spooled)
     stack.exec("condor_rm -all", user="tester")
-    return raw_s, cli_s, bindings_s
+    return raw_s, cli_s, bindings_s, polls
 
 
 def _condor_held() -> Resources:
@@ -149,6 +183,17 @@ def table(rows: list[tuple[str, str, list[float]]], copies: int) -> str:
         med = statistics.median(samples)
         lines.append(f"| {resource} | {mode} | {copies} | {med:.2f} | {min(samples):.2f} to {max(samples):.2f} | "
                      f"{1000 * med / copies:.1f} | {_commands(mode, copies)} |")
+    return "\n".join(lines)
+
+
+def status_table(polls: list[tuple[StatusPoll, StatusPoll]], version: str, copies: int) -> str:
+    """The status query of the held CLI copies, both forms (median seconds; jobs found in the last round)."""
+    lines = [f"| HTCondor {version}: one status query of the {copies} held CLI copies | commands | median s | "
+             "held jobs found |", "|---|---:|---:|---:|"]
+    for k, what in enumerate([f"`BatchBackend.status` ({copies} ids as one compact `condor_q -constraint`)",
+                              f"`condor_q` with the {copies} job ids as arguments (how the CLI dialect asked "
+                              "before)"]):
+        lines.append(f"| {what} | 1 | {statistics.median(p[k].seconds for p in polls):.2f} | {polls[-1][k].found} |")
     return "\n".join(lines)
 
 
@@ -173,6 +218,7 @@ def main() -> None:
     condor_raw: list[float] = []
     condor_cli: list[float] = []
     condor_bindings: list[float] = []
+    status_polls: list[tuple[StatusPoll, StatusPoll]] = []
     with slurm_stack("24.11", cpus=16) as slurm:
         slurm_version = slurm.version
         for r in range(args.rounds):
@@ -186,7 +232,8 @@ def main() -> None:
         token = condor.token()
         condor_version = condor.exec("condor_version | head -1").stdout.split()[1]
         for r in range(args.rounds):
-            raw_s, cli_s, bindings_s = asyncio.run(condor_round(condor, token, staging, args.copies))
+            raw_s, cli_s, bindings_s, polls = asyncio.run(condor_round(condor, token, staging, args.copies))
+            status_polls.append(polls)
             condor_raw.append(raw_s)
             condor_cli.append(cli_s)
             condor_bindings.append(bindings_s)
@@ -208,7 +255,7 @@ def main() -> None:
     ]
     slurm_ratio = statistics.median(slurm_raw) / statistics.median(slurm_bulk)
     condor_ratio = statistics.median(condor_raw) / statistics.median(condor_cli)
-    result = table(rows, n)
+    result = table(rows, n) + "\n\n" + status_table(status_polls, condor_version, n)
     figures = "\n".join([
         "```",
         f"ratio: HTCondor, raw condor_submit loop / intercede queue {n}: {condor_ratio:.1f}",

@@ -183,3 +183,39 @@ def test_any_file_name_survives_the_wrapper(name: str) -> None:
 def test_token_claims_are_read_only_to_explain_a_refusal() -> None:
     assert _claims("not a token") == {}
     assert _claims("e30.eyJleHAiOjF9.sig") == {"exp": 1}
+
+
+# -- jobs_constraint: the ids of a status query as one short, shallow constraint ---------------------------------------
+
+def _depth(expression: str) -> int:
+    depth = deepest = 0
+    for ch in expression:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        deepest = max(deepest, depth)
+    return deepest
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sets(st.tuples(st.integers(1, 12), st.integers(0, 12)), min_size=1, max_size=60))
+def test_jobs_constraint_matches_exactly_its_jobs_as_the_classad_library_evaluates_it(
+        ids: set[tuple[int, int]]) -> None:
+    import classad2
+
+    expression = classad2.ExprTree(core.jobs_constraint(sorted(ids)))
+    matched = {(c, p) for c in range(0, 14) for p in range(0, 14)
+               if expression.eval(classad2.ClassAd({"ClusterId": c, "ProcId": p})) is True}
+    assert matched == ids
+
+
+def test_jobs_constraint_is_one_range_for_a_bulk_cluster_and_for_consecutive_one_job_clusters() -> None:
+    assert core.jobs_constraint([(7, p) for p in range(500)]) == "(ClusterId == 7 && (ProcId >= 0 && ProcId <= 499))"
+    assert core.jobs_constraint([(c, 0) for c in range(100, 600)]) == \
+        "((ClusterId >= 100 && ClusterId <= 599) && ProcId == 0)"
+
+
+def test_jobs_constraint_stays_shallow_for_thousands_of_scattered_ids() -> None:
+    # Each cluster asks for other procs: one term per cluster, ORed as a balanced tree (HTCondor's tools match
+    # nothing once a constraint is a chain of ~400 ORs).
+    ids = [(c, p) for c in range(1, 2001) for p in (0, c + 1)]
+    expression = core.jobs_constraint(ids)
+    assert expression.count("||") == 2000 - 1 and _depth(expression) <= 16

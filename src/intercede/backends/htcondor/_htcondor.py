@@ -50,6 +50,7 @@ __all__ = [
     "bulk_batch_description",
     "id_constraint",
     "job_status",
+    "jobs_constraint",
     "leave_in_queue",
     "missing_status",
     "native_status",
@@ -110,6 +111,45 @@ def id_constraint(ids: Sequence[tuple[int, int]]) -> str:
     if not ids:
         return "false"
     return " || ".join(f"(ClusterId == {c} && ProcId == {p})" for c, p in ids)
+
+
+def jobs_constraint(ids: Sequence[tuple[int, int]]) -> str:
+    """A ClassAd constraint matching exactly these jobs, short and shallow however many there are.
+
+    Clusters asking for the same procs share one term; a set of numbers that is one contiguous run is a range
+    (``ProcId >= 0 && ProcId <= 499``: a whole bulk cluster, or consecutive one-job clusters), any other set a
+    ``member(..., {...})`` list; the terms are ORed as a balanced tree. Why: HTCondor's tools (23.9 and 25.x) match
+    *nothing at all*, silently and with exit 0, once a constraint is a chain of about 400 ORs: ``condor_q`` given
+    398 ``<cluster>.<proc>`` arguments (which it turns into such a chain), ``condor_history`` with fewer;
+    :func:`id_constraint` (one OR per job) has the same limit."""
+    if not ids:
+        return "false"
+    procs: dict[int, set[int]] = {}
+    for cluster, proc in ids:
+        procs.setdefault(cluster, set()).add(proc)
+    clusters_of: dict[tuple[int, ...], list[int]] = {}
+    for cluster, wanted in procs.items():
+        clusters_of.setdefault(tuple(sorted(wanted)), []).append(cluster)
+    return _any([f"{_among('ClusterId', clusters)} && {_among('ProcId', list(wanted))}"
+                 for wanted, clusters in clusters_of.items()])
+
+
+def _among(attribute: str, values: list[int]) -> str:
+    """``attribute`` is one of ``values`` (distinct): ``==``, a range when they are contiguous, else ``member``."""
+    values = sorted(values)
+    if len(values) == 1:
+        return f"{attribute} == {values[0]}"
+    if values[-1] - values[0] == len(values) - 1:
+        return f"({attribute} >= {values[0]} && {attribute} <= {values[-1]})"
+    return f"member({attribute}, {{{', '.join(map(str, values))}}})"
+
+
+def _any(terms: list[str]) -> str:
+    """``terms`` ORed as a balanced tree: its depth grows with log2 of their number, not with it."""
+    if len(terms) == 1:
+        return f"({terms[0]})"
+    half = len(terms) // 2
+    return f"({_any(terms[:half])} || {_any(terms[half:])})"
 
 
 def tag_constraint(tags: Sequence[str]) -> str:

@@ -6,8 +6,11 @@ as for Slurm), the tag and the working directory as custom attributes. It reache
 arguments, one per command, with ``-queue 1`` and no submit file, so nothing is ever written or quoted by a shell.
 Statuses are parsed by the same core (JobStatus, HoldReasonCode, ExitCode, RemoveReason) from pinned JSON output:
 
-* ``condor_q <ids> -json -attributes ...`` for the queue; ``condor_history <ids> -json ... -match <n>`` for jobs that
-  left it. Both print *nothing at all* (not ``[]``) when no job matches.
+* ``condor_q -json -attributes ... -constraint <ids>`` for the queue; ``condor_history ... -match <n>`` with the same
+  constraint for jobs that left it: one command per chunk of ids, the ids as one compact constraint
+  (:func:`~intercede.backends.htcondor._htcondor.jobs_constraint`: a whole cluster is one range), never as
+  arguments: given about 400 job ids, either tool silently matches nothing. Both print *nothing at all* (not ``[]``)
+  when no job matches.
 * ``condor_rm <ids>`` exits 0 when any job was removed and reports each miss as ``Job <id> not found``.
 * With the schedd down every tool exits 1 saying ``Can't find address`` (of the schedd): that raises
   :class:`~intercede.errors.ConnectivityError` (the resource is unreachable, no job failed).
@@ -44,6 +47,11 @@ _LOAD = ('condor_status -json -attributes Cpus,TotalSlotCpus,SlotType,State && e
 def _ids(jobs: Sequence[BatchJob]) -> list[str]:
     """The ids of ``jobs`` that are HTCondor job ids: a bare cluster id would act on a whole cluster."""
     return [j.native_id for j in jobs if _JOB_ID.match(j.native_id)]
+
+
+def _constraint(ids: list[str]) -> str:
+    """The constraint matching exactly ``ids`` (``<cluster>.<proc>`` each)."""
+    return core.jobs_constraint([(int(c), int(p)) for c, _, p in (i.partition(".") for i in ids)])
 
 
 def _or_nothing(argv: list[str], ids: list[str]) -> list[str]:
@@ -126,15 +134,16 @@ class HTCondorScheduler:
 
     def status_argv(self, jobs: Sequence[BatchJob]) -> list[str]:
         ids = _ids(jobs)
-        return _or_nothing(["condor_q", *ids, "-json", "-attributes", ",".join(core.STATUS_ATTRS)], ids)
+        return _or_nothing(["condor_q", "-json", "-attributes", ",".join(core.STATUS_ATTRS),
+                            "-constraint", _constraint(ids)], ids)
 
     def parse_status(self, result: CommandResult, jobs: Sequence[BatchJob]) -> dict[str, NativeStatus]:
         return {_key(ad): core.native_status(ad) for ad in _ads(result)}
 
     def history_argv(self, jobs: Sequence[BatchJob]) -> list[str] | None:
         ids = _ids(jobs)
-        return _or_nothing(["condor_history", *ids, "-json", "-attributes", ",".join(core.STATUS_ATTRS),
-                            "-match", str(len(ids))], ids)
+        return _or_nothing(["condor_history", "-json", "-attributes", ",".join(core.STATUS_ATTRS),
+                            "-match", str(len(ids)), "-constraint", _constraint(ids)], ids)
 
     def parse_history(self, result: CommandResult, jobs: Sequence[BatchJob]) -> dict[str, NativeStatus]:
         return {_key(ad): core.native_status(ad) for ad in _ads(result)}
