@@ -8,11 +8,19 @@ name the bulk path: ``bulk-slurm-24.11``, ``bulk-htcondor-25-bindings``, ``bulk-
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
+from intercede.backends.batch import BatchBackend
 from intercede.backends.capabilities import AttemptTaggable, Cancellable, JobBackend, OutputRetriever, Taggable
+from intercede.backends.schedulers.direct import DirectScheduler
+from intercede.backends.transports.base import CommandResult
+from intercede.backends.transports.local import LocalTransport
 from intercede.model import Copy, JobSpec, JobState, Resources
 from tests.contract.cases import Case, slurm_refused
 from tests.contract.conftest import CASES
@@ -107,3 +115,59 @@ async def test_a_refused_bulk_submission_fails_every_copy_with_the_reason(case: 
     assert result.job_ids == [] and len(result.failures) == COPIES
     assert [f.copy_index for f in result.failures] == list(range(COPIES))
     assert all(word in f.error.lower() and f.error and not f.temporary for f in result.failures), result.failures
+
+
+NOBODY = 65534
+
+
+class _Nobody(LocalTransport):
+    """This machine, as the account ``nobody`` that may run at most ``nproc`` processes (``prlimit``): a real account
+    at its process limit, where the shell cannot fork every copy's launch (root is exempt from the limit)."""
+
+    def __init__(self, nproc: int) -> None:
+        super().__init__()
+        self.nproc = nproc
+
+    async def run(self, argv: Sequence[str], *, stdin: bytes | None = None,
+                  timeout: float | None = None) -> CommandResult:
+        limited = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "prlimit",
+                   f"--nproc={self.nproc}", "--", *argv]
+        return await super().run(limited, stdin=stdin, timeout=timeout)
+
+
+def _nobody_processes() -> int:
+    return len(subprocess.run(["ps", "-u", str(NOBODY), "--no-headers", "-o", "pid"], capture_output=True,
+                              text=True).stdout.split())  # exit status 1: none
+
+
+@pytest.fixture
+async def nobody_root() -> AsyncIterator[str]:
+    with tempfile.TemporaryDirectory(prefix="intercede-nobody-") as root:
+        os.chmod(root, 0o777)
+        yield root
+
+
+@pytest.mark.direct
+@pytest.mark.bulk
+@pytest.mark.parametrize("case", ["bulk-direct-local"])
+async def test_copies_a_direct_bulk_launch_could_not_start_fail_on_their_own(case: str, nobody_root: str) -> None:
+    # Every launch holds the staging shell, `timeout` and the launcher; each started copy its job shell and `sleep`.
+    # Room for about two copies: the shell cannot fork the others' launches, and says so per copy.
+    transport = _Nobody(_nobody_processes() + 3 + 2 * 2 + 2)
+    backend = BatchBackend(transport, DirectScheduler(nobody_root), nobody_root, name="direct-nobody")
+    spec = JobSpec(executable="sleep", arguments=["60"], tag=tag(), copies=[Copy() for _ in range(8)])
+    result = await backend.submit(spec)
+    transport.nproc = 10_000  # status and purge may fork freely
+    try:
+        started, failed = [s for s in result.submissions if s.ok], result.failures
+        assert started and failed, result.submissions
+        assert sorted(s.copy_index for s in [*started, *failed]) == list(range(8))
+        assert all(f.temporary and "was not started" in f.error and "fork" in f.error for f in failed), failed
+        assert [s.tag for s in result.submissions] == [f"{spec.tag}.{i}" for i in range(8)]
+        statuses = await backend.status([s.job_id for s in started if s.job_id])
+        assert [s.state for s in statuses] == [JobState.RUNNING] * len(started)
+        # Only the copies that did not start lost their directories.
+        assert len(os.listdir(nobody_root)) == len(started)
+    finally:
+        assert all(o.ok for o in await backend.purge(result.job_ids))
+    assert os.listdir(nobody_root) == []

@@ -276,15 +276,16 @@ class DirectScheduler:
         pairs = [x for w, s in zip(request.workdirs, request.scripts, strict=True) for x in (w, s)]
         return ["sh", "-c", _LAUNCH_MANY, "sh", *pairs]
 
-    def parse_submit_bulk(self, result: CommandResult, request: BulkRequest) -> list[str]:
-        """The pid of each copy, in order. A copy that was not started raises for all: its directory vanished
-        under us, which the backend treats as a staging failure."""
+    def parse_submit_bulk(self, result: CommandResult, request: BulkRequest) -> list[str | None]:
+        """The pid of each copy, in order; None for a copy the launcher printed ``-`` for: it was not started (its
+        directory was gone, or the shell could not fork, e.g. at the account's process limit), while the copies
+        around it were. A launcher that failed, or printed anything else, raises for all."""
         result.check()
         pids = result.text.split()
-        if len(pids) != request.count or not all(p.isdigit() for p in pids):
+        if len(pids) != request.count or not all(p.isdigit() or p == "-" for p in pids):
             raise CommandError(f"direct bulk launch printed {result.text[:200]!r} for {request.count} copies",
                                argv=list(result.argv))
-        return pids
+        return [None if p == "-" else p for p in pids]
 
     def status_argv(self, jobs: Sequence[BatchJob]) -> list[str]:
         return ["sh", "-c", _STATUS, "sh", *_pairs(jobs)]
