@@ -68,7 +68,8 @@ _LAUNCH = (
     'set -f; set -- $s; set +f; [ "$3" = "$p" ] && break; i=$((i+1)); done; echo "$p" >' + _PID + '; echo "$p"; }'
 )
 # Bulk: (directory, script) pairs, one launch each in a subshell (the launch's `set --` and `cd` stay in it), one pid
-# printed per line in order; a copy whose directory is missing prints "-" (it was not started).
+# printed per line in order; a copy whose launch failed prints "-" (it was not started: its directory is missing, or
+# the shell could not fork, e.g. at the account's process limit, and says so on stderr), and the loop goes on.
 _LAUNCH_ONE = "u=$(id -un); " + _LAUNCH
 _LAUNCH_MANY = (
     "u=$(id -un); launch() { " + _LAUNCH + "; }\n"
