@@ -280,13 +280,17 @@ class DirectScheduler:
     def parse_submit_bulk(self, result: CommandResult, request: BulkRequest) -> list[str | None]:
         """The pid of each copy, in order; None for a copy the launcher printed ``-`` for: it was not started (its
         directory was gone, or the shell could not fork, e.g. at the account's process limit), while the copies
-        around it were. A launcher that failed, or printed anything else, raises for all."""
-        result.check()
+        around it were. A launcher that stopped part way (it exits when it cannot fork a copy's subshell) printed a
+        line for each copy it tried, so the copies after its last line were never tried: None too. A launcher that
+        printed nothing and failed, or printed anything else, raises for all."""
         pids = result.text.split()
-        if len(pids) != request.count or not all(p.isdigit() or p == "-" for p in pids):
+        if not result.ok and not pids:
+            result.check()
+        if len(pids) > request.count or (result.ok and len(pids) != request.count) or \
+                not all(p.isdigit() or p == "-" for p in pids):
             raise CommandError(f"direct bulk launch printed {result.text[:200]!r} for {request.count} copies",
                                argv=list(result.argv))
-        return [None if p == "-" else p for p in pids]
+        return [None if p == "-" else p for p in pids] + [None] * (request.count - len(pids))
 
     def status_argv(self, jobs: Sequence[BatchJob]) -> list[str]:
         return ["sh", "-c", _STATUS, "sh", *_pairs(jobs)]
