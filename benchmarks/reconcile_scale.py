@@ -35,6 +35,7 @@ import datetime
 import gc
 import os
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -409,13 +410,16 @@ def main() -> None:
     today = datetime.date.today().isoformat()
     command = " ".join([".venv/bin/python -m benchmarks.reconcile_scale", *sys.argv[1:]])
     body = [f"Measured {today} on {machine()}. Command: `{command}` (from the repository root)."]
+    ran: set[str] = set()
     if sizes:
+        ran.add("### One diff tick")
         body += ["### One diff tick", DIFF_TEXT, diff_section(sizes)]
         print(body[-1])
     if args.jobs:
         run = EndToEnd(args.jobs, args.tick, args.poll, args.in_flight, args.concurrency)
         load_start = os.getloadavg()[0]
         asyncio.run(e2e(run, args.repeat))
+        ran.add("### End to end on the local CE")
         body += ["### End to end on the local CE", e2e_text(run), e2e_section(run),
                  f"ratio: {run.ratio:.2f} (intercede median / raw backend median, {args.repeat} rounds each). "
                  f"Declaring the {args.jobs} keys took {statistics.median(run.declare):.2f} s of intercede's "
@@ -426,6 +430,7 @@ def main() -> None:
     if args.scale_jobs:
         load_start = os.getloadavg()[0]
         scaled = asyncio.run(at_scale(args.scale_jobs, args.scale_ces, args.tick, args.poll, args.in_flight))
+        ran.add("### Many jobs on several local CEs")
         body += ["### Many jobs on several local CEs", scale_text(args.scale_jobs, args.scale_ces),
                  scale_section(scaled, args, load_start)]
         print(body[-1])
@@ -433,12 +438,48 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="intercede-bench-churn-") as tmp:
             followed = asyncio.run(churn_tracking(Path(tmp) / "t", args.churn_keys, 0.01, 9))
             waited = asyncio.run(churn_waiting(Path(tmp) / "w", args.churn_keys, 0.01, 9))
+        ran.add("### Per-tick Ray traffic and `wait` at scale")
         body += ["### Per-tick Ray traffic and `wait` at scale", CHURN_TEXT,
                  churn_report(args.churn_keys, 0.01, 9, followed, waited)]
         print(body[-1])
     if not args.no_doc:
-        _report.write_section(HEADING, "\n\n".join(body))
+        _report.write_section(HEADING, "\n\n".join(_with_kept(body, ran)))
         print(f"written to {_report.DOC}")
+
+
+KEPT = "(Kept from an earlier run of this script"
+
+
+def _with_kept(body: list[str], ran: set[str]) -> list[str]:
+    """``body``, with each part this run skipped taken over from the page's section as it stands (marked as kept),
+    so a run of one part does not drop the others, and nothing is assembled by hand. Parts in the script's order."""
+    text = _report.DOC.read_text() if _report.DOC.exists() else ""
+    old: dict[str, str] = {}
+    when = "an earlier date"
+    if HEADING in text:
+        start = text.index(HEADING) + len(HEADING)
+        end = text.find("\n## ", start)
+        section = text[start:end if end != -1 else None]
+        if measured := re.search(r"^Measured (\S+) ", section.strip(), re.M):
+            when = measured[1]
+        for part in section.split("\n### ")[1:]:
+            title, _, rest = part.partition("\n")
+            old["### " + title.strip()] = rest.strip()
+    out = [body[0]]
+    for title in PARTS:
+        if title in ran:
+            at = body.index(title)
+            following = [t for t in PARTS if t in ran and body.index(t) > at]
+            out += body[at:body.index(following[0]) if following else None]
+        elif title in old:
+            kept = old[title] if old[title].startswith(KEPT) else \
+                f"{KEPT}, measured {when}: this run skipped this part.)\n\n{old[title]}"
+            out += [title, kept]
+    return out
+
+
+PARTS = ["### One diff tick", "### End to end on the local CE", "### Many jobs on several local CEs",
+         "### Per-tick Ray traffic and `wait` at scale"]
 
 
 if __name__ == "__main__":

@@ -7,12 +7,21 @@ name the bulk path: ``bulk-slurm-24.11``, ``bulk-htcondor-25-bindings``, ``bulk-
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import os
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
+from intercede.backends.batch import BatchBackend
 from intercede.backends.capabilities import AttemptTaggable, Cancellable, JobBackend, OutputRetriever, Taggable
+from intercede.backends.schedulers.direct import DirectScheduler
+from intercede.backends.transports.base import CommandResult
+from intercede.backends.transports.local import LocalTransport
 from intercede.model import Copy, JobSpec, JobState, Resources
 from tests.contract.cases import Case, slurm_refused
 from tests.contract.conftest import CASES
@@ -112,3 +121,72 @@ async def test_a_refused_bulk_submission_fails_every_copy_with_the_reason(case: 
     assert result.job_ids == [] and len(result.failures) == COPIES
     assert [f.copy_index for f in result.failures] == list(range(COPIES))
     assert all(word in f.error.lower() and f.error and not f.temporary for f in result.failures), result.failures
+
+
+NOBODY = 65534
+
+
+class _Nobody(LocalTransport):
+    """This machine, as the account ``nobody``, whose bulk launcher (``sh -c <launch many>``) may leave at most
+    ``room`` more processes of that account than there are when the command starts (``prlimit``): a real account at
+    its process limit, where the shell cannot fork every copy's launch (root is exempt from the limit, and staging
+    is not limited, so only launches fail). ``room`` None: no limit."""
+
+    def __init__(self, room: int | None) -> None:
+        super().__init__()
+        self.room = room
+
+    async def run(self, argv: Sequence[str], *, stdin: bytes | None = None,
+                  timeout: float | None = None) -> CommandResult:
+        argv = list(argv)
+        if self.room is not None and "-c" in argv:
+            at = argv.index("-c") - 1  # the launcher's "sh"
+            argv[at:at] = ["prlimit", f"--nproc={_nobody_processes() + self.room}", "--"]
+        return await super().run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv],
+                                 stdin=stdin, timeout=timeout)
+
+
+def _nobody_processes() -> int:
+    return len(subprocess.run(["ps", "-u", str(NOBODY), "--no-headers", "-o", "pid"], capture_output=True,
+                              text=True).stdout.split())  # exit status 1: none
+
+
+@pytest.fixture
+async def nobody_root() -> AsyncIterator[str]:
+    # The limit counts every process of the account, zombies too: wait (bounded) for those of an earlier run to be
+    # reaped, so the room the test leaves is the room the launcher gets.
+    for _ in range(100):
+        if not _nobody_processes():
+            break
+        await asyncio.sleep(0.1)
+    with tempfile.TemporaryDirectory(prefix="intercede-nobody-") as root:
+        os.chmod(root, 0o777)
+        yield root
+
+
+@pytest.mark.direct
+@pytest.mark.bulk
+@pytest.mark.parametrize("case", ["bulk-direct-local"])
+async def test_copies_a_direct_bulk_launch_could_not_start_fail_on_their_own(case: str, nobody_root: str) -> None:
+    # The staging shell, `timeout` and the launcher (3), `id -un` (1), one launch's subshell (1), then each started
+    # copy's job shell and `sleep` (2): room for about three of twelve copies; the shell cannot fork the others'
+    # launches, and says so per copy (which copies depends on when the launches' subshells are reaped).
+    transport = _Nobody(3 + 1 + 1 + 2 * 3)
+    backend = BatchBackend(transport, DirectScheduler(nobody_root), nobody_root, name="direct-nobody")
+    spec = JobSpec(executable="sleep", arguments=["60"], tag=tag(), copies=[Copy() for _ in range(12)])
+    result = await backend.submit(spec)
+    transport.room = None  # status and purge may fork freely
+    try:
+        started, failed = [s for s in result.submissions if s.ok], result.failures
+        assert started and failed, result.submissions
+        assert sorted(s.copy_index for s in [*started, *failed]) == list(range(12))
+        assert all(f.temporary and "was not started" in f.error and "fork" in f.error for f in failed), failed
+        assert [s.tag for s in result.submissions] == [f"{spec.tag}.{i}" for i in range(12)]
+        statuses = await backend.status([s.job_id for s in started if s.job_id])
+        # Each started copy is a job of its own (running, or failed: its payload could not fork `sleep` either).
+        assert all(s.state in (JobState.RUNNING, JobState.FAILED) for s in statuses), statuses
+        # Only the copies that did not start lost their directories.
+        assert len(os.listdir(nobody_root)) == len(started)
+    finally:
+        assert all(o.ok for o in await backend.purge(result.job_ids))
+    assert os.listdir(nobody_root) == []

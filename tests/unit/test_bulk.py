@@ -3,6 +3,7 @@ directories, HTCondor per-proc item data, and the queue parser's fast path (same
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 
 from intercede.backends import staging
 from intercede.backends.htcondor import _htcondor as core
+from intercede.backends.schedulers import slurm
 from intercede.backends.schedulers.base import BatchJob, BulkRequest
 from intercede.backends.schedulers.htcondor import HTCondorScheduler
 from intercede.backends.schedulers.slurm import SlurmScheduler, array_names, queue_states
@@ -19,6 +21,7 @@ from intercede.backends.transports.base import CommandResult
 from intercede.errors import CommandError, InvalidSpecError
 from intercede.model import JobState, Resources
 
+SLURM_DATA = Path(__file__).resolve().parents[1] / "data" / "slurm"
 SECRET = "s3cr3t\n\nwith 'quotes' $(x) é\n"
 
 
@@ -136,6 +139,44 @@ def test_the_queue_parser_fast_path_agrees_with_the_checked_path() -> None:
         queue_states(CommandResult(("squeue",), 0, b"41_0|RUNNING|None\ngarbage\n", b"", 0.1), {"41_0"})
     with pytest.raises(CommandError, match="unexpected output line"):
         queue_states(CommandResult(("squeue",), 0, b"41_0|RUNNING\n", b"", 0.1), {"41_0"})
+
+
+def _recorded_queue(version: str, copies: int) -> tuple[CommandResult, set[str], list[tuple[str, str]]]:
+    """The recorded ``%i|%T|%r`` lines of ``version``, ``copies`` times over with distinct ids; (state, reason) each."""
+    shapes = [line.split("|", 1)[1] for name in ("squeue_mixed.txt", "squeue_final.txt")
+              for line in (SLURM_DATA / version / name).read_text().splitlines() if line.strip()]
+    pairs = [(s.split("|", 1)[0], s.split("|", 1)[1]) for s in shapes] * copies
+    ids = [f"{500 + k}_{k}" for k in range(len(pairs))]
+    text = "".join(f"{i}|{state}|{reason}\n" for i, (state, reason) in zip(ids, pairs, strict=True))
+    return CommandResult(("squeue",), 0, text.encode(), b"", 0.1), set(ids), pairs
+
+
+@pytest.mark.parametrize("version", ["22.05", "24.11", "26.05"])
+def test_ids_in_one_state_share_one_frozen_status_across_polls(version: str) -> None:
+    result, ids, pairs = _recorded_queue(version, 3)
+    first, second = queue_states(result, ids), queue_states(result, ids)
+    by_pair: dict[tuple[str, str], list[object]] = {}
+    for job_id, pair in zip(sorted(ids, key=lambda i: int(i.split("_")[1])), pairs, strict=True):
+        assert first[job_id] == slurm._status(*pair)  # the same answer as mapping the line on its own
+        by_pair.setdefault(pair, []).extend([first[job_id], second[job_id]])
+    assert len(by_pair) > 3 and all(len({id(s) for s in shared}) == 1 for shared in by_pair.values())
+    shared = next(iter(first.values()))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        shared.reason = "changed"  # type: ignore[misc]  # sharing is safe only because nobody can do this
+
+
+def test_the_status_memo_refilled_mid_parse_still_maps_every_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(slurm, "_STATUSES", {})
+    monkeypatch.setattr(slurm, "_STATUSES_MAX", 2)
+    lines = b"1|RUNNING|None\n2|PENDING|Priority\n"
+    assert {k: v.state for k, v in queue_states(CommandResult((), 0, lines, b"", 0.1), {"1", "2"}).items()} == {
+        "1": JobState.RUNNING, "2": JobState.WAITING}
+    more = lines + b"3|PENDING|Resources\n4|COMPLETED|None\n"  # two pairs the memo lacks: it is dropped and refilled
+    found = queue_states(CommandResult((), 0, more, b"", 0.1), {"1", "2", "3", "4"})
+    assert {k: (v.state, v.reason) for k, v in found.items()} == {
+        "1": (JobState.RUNNING, ""), "2": (JobState.WAITING, "Priority"), "3": (JobState.WAITING, "Resources"),
+        "4": (JobState.DONE, "")}
+    assert sum(map(len, slurm._STATUSES.values())) == 4
 
 
 def test_an_htcondor_cluster_queues_every_copy_with_its_own_directory_and_tag() -> None:

@@ -29,6 +29,7 @@ must not take "no job found" for "never submitted", so :meth:`find_attempts` nam
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import secrets
@@ -250,12 +251,14 @@ class CEActor:
 
     # -- forwarded operations ---------------------------------------------------------------------------------
 
-    async def _call(self, what: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, what: Callable[[], Awaitable[T]], *, bounded: bool = True) -> T:
+        """Run ``what`` (one call of the backend's) with its failure counted, under the concurrency bound unless
+        ``bounded`` is False: then ``what`` takes a slot (:attr:`_limit`) itself, around its commands only."""
         await self.credentials.ready()
         if self.credentials.problem:
             self._call_errors += 1
             raise CredentialExpiredError(f"CE {self.config.name}: {self.credentials.problem}")
-        async with self._limit:
+        async with self._limit if bounded else contextlib.nullcontext():
             try:
                 return await what()
             except Exception as exc:
@@ -330,12 +333,15 @@ class CEActor:
             except OSError as exc:
                 raise TransferError(f"cannot make the destination {destination} on the node of CE actor "
                                     f"{self.config.name}: {exc.strerror or exc}") from exc
-            manifest = await backend.fetch(job_id, spec, destination)
-            # Hashing every byte is slow work: keep it off the event loop (status polls go on meanwhile).
+            async with self._limit:
+                manifest = await backend.fetch(job_id, spec, destination)
+            # Hashing every byte is slow work: keep it off the event loop (status polls go on meanwhile), and out of
+            # the slot, as making the destination is: a slot bounds the commands at the resource, and slots held
+            # over local work (two thread hops, the hashing) leave the resource idle while others wait for one.
             await asyncio.to_thread(verify_manifest, manifest, job_id, destination)
             return manifest.model_copy(update={"destination": destination})
 
-        return await self._call(fetch_and_verify)
+        return await self._call(fetch_and_verify, bounded=False)
 
     async def read_output(self, destination: str, name: str, offset: int, size: int = outputs.MAX_CHUNK) -> bytes:
         """At most ``size`` bytes (never more than :data:`~intercede.backends.outputs.MAX_CHUNK`) of the collected

@@ -248,7 +248,18 @@ class BatchBackend:
             except CommandError as exc:  # refused as a whole: every copy fails with the reason
                 await self._discard(everything)
                 return [Submission(copy_index=i, tag=spec.copy_tag(i), error=str(exc)) for i in indices]
-        return [Submission(copy_index=i, tag=spec.copy_tag(i), job_id=self._id(BatchJob(n, w)))
+            if len(natives) != len(indices):
+                raise CommandError(f"{self.name}: the bulk submission answered {len(natives)} ids for "
+                                   f"{len(indices)} copies", argv=list(result.argv))
+            # A copy the scheduler did not start (the others were): its own failure, temporary (the shell could not
+            # fork, say); only its directory goes.
+            if not_started := [w for n, w in zip(natives, workdirs, strict=True) if n is None]:
+                await self._discard(not_started)
+        why = result.stderr.decode("utf-8", "replace").strip()[-500:] or "no reason given"
+        return [Submission(copy_index=i, tag=spec.copy_tag(i), job_id=self._id(BatchJob(n, w))) if n is not None
+                else Submission(copy_index=i, tag=spec.copy_tag(i), temporary=True,
+                                error=f"{self.name}: copy {i} of the bulk submission was not started (the others "
+                                      f"were): {why}")
                 for i, n, w in zip(indices, natives, workdirs, strict=True)]
 
     async def _stage_and_submit(self, spec: JobSpec, dirs: list[StagedDir], submit_argv: list[str],

@@ -166,6 +166,7 @@ class BulkScheduler(Protocol):
     def submit_bulk_argv(self, request: BulkRequest) -> list[str]:
         """The one command that submits every copy of ``request``."""
 
-    def parse_submit_bulk(self, result: CommandResult, request: BulkRequest) -> list[str]:
-        """The native id of each copy, in index order; :class:`~intercede.errors.CommandError` if the whole
+    def parse_submit_bulk(self, result: CommandResult, request: BulkRequest) -> Sequence[str | None]:
+        """The native id of each copy, in index order, None for a copy the command says it did not start (the
+        others did: Direct starts each copy on its own); :class:`~intercede.errors.CommandError` if the whole
         submission was refused, :class:`~intercede.errors.ConnectivityError` if it may have gone through."""

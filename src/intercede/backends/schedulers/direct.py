@@ -68,7 +68,8 @@ _LAUNCH = (
     'set -f; set -- $s; set +f; [ "$3" = "$p" ] && break; i=$((i+1)); done; echo "$p" >' + _PID + '; echo "$p"; }'
 )
 # Bulk: (directory, script) pairs, one launch each in a subshell (the launch's `set --` and `cd` stay in it), one pid
-# printed per line in order; a copy whose directory is missing prints "-" (it was not started).
+# printed per line in order; a copy whose launch failed prints "-" (it was not started: its directory is missing, or
+# the shell could not fork, e.g. at the account's process limit, and says so on stderr), and the loop goes on.
 _LAUNCH_ONE = "u=$(id -un); " + _LAUNCH
 _LAUNCH_MANY = (
     "u=$(id -un); launch() { " + _LAUNCH + "; }\n"
@@ -276,15 +277,20 @@ class DirectScheduler:
         pairs = [x for w, s in zip(request.workdirs, request.scripts, strict=True) for x in (w, s)]
         return ["sh", "-c", _LAUNCH_MANY, "sh", *pairs]
 
-    def parse_submit_bulk(self, result: CommandResult, request: BulkRequest) -> list[str]:
-        """The pid of each copy, in order. A copy that was not started raises for all: its directory vanished
-        under us, which the backend treats as a staging failure."""
-        result.check()
+    def parse_submit_bulk(self, result: CommandResult, request: BulkRequest) -> list[str | None]:
+        """The pid of each copy, in order; None for a copy the launcher printed ``-`` for: it was not started (its
+        directory was gone, or the shell could not fork, e.g. at the account's process limit), while the copies
+        around it were. A launcher that stopped part way (it exits when it cannot fork a copy's subshell) printed a
+        line for each copy it tried, so the copies after its last line were never tried: None too. A launcher that
+        printed nothing and failed, or printed anything else, raises for all."""
         pids = result.text.split()
-        if len(pids) != request.count or not all(p.isdigit() for p in pids):
+        if not result.ok and not pids:
+            result.check()
+        if len(pids) > request.count or (result.ok and len(pids) != request.count) or \
+                not all(p.isdigit() or p == "-" for p in pids):
             raise CommandError(f"direct bulk launch printed {result.text[:200]!r} for {request.count} copies",
                                argv=list(result.argv))
-        return pids
+        return [None if p == "-" else p for p in pids] + [None] * (request.count - len(pids))
 
     def status_argv(self, jobs: Sequence[BatchJob]) -> list[str]:
         return ["sh", "-c", _STATUS, "sh", *_pairs(jobs)]

@@ -34,6 +34,7 @@ import math
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from operator import attrgetter, getitem
 
 from intercede.backends.capabilities import LoadReport
 from intercede.backends.jobscript import array_launcher
@@ -77,6 +78,7 @@ _SQUEUE_STATUS = "%i|%T|%r"  # id, long state, reason
 _SQUEUE_FIND = "%i|%j|%Z"  # id, name, working directory (last: it may contain '|')
 _SACCT_HISTORY = "JobID,State,ExitCode,Reason"
 _SACCT_FIND = "JobID,JobName,WorkDir"
+_NATIVE_ID = attrgetter("native_id")  # C-level: building the wanted set of a million ids runs no Python per id
 # sinfo's %C is allocated/idle/other/total CPUs over the (partition's) nodes, each node counted once;
 # then one long state per job of ours. "$1" is the optional partition, passed as an argument, never spliced in.
 _LOAD_SCRIPT = (
@@ -271,7 +273,7 @@ class SlurmScheduler:
             if "Invalid job id specified" in result.stderr.decode("utf-8", "replace") and not result.text.strip():
                 return {}
             raise _fail(result, "queue query failed")
-        return queue_states(result, {j.native_id for j in jobs})
+        return queue_states(result, set(map(_NATIVE_ID, jobs)))
 
     def history_argv(self, jobs: Sequence[BatchJob]) -> list[str] | None:
         """One ``sacct`` over the job allocations (not their steps); with ``--jobs`` it searches all time."""
@@ -490,12 +492,14 @@ def queue_states(result: CommandResult, wanted: set[str]) -> dict[str, NativeSta
     :meth:`SlurmScheduler.parse_status`); built to parse 10^6 lines a second.
 
     No Python code runs per line: the answer is split into fields in one C-level pass (every line has exactly three
-    fields), ids, states and reasons are slices of it, a queue holds few distinct (state, reason) pairs, so each is
-    mapped to a status once (:class:`NativeStatus` is immutable: copies share one), and the id -> status dict is built
-    by ``zip``/``map``. Ids that are not wanted (rare: Slurm answers what it was asked) take the checked path of
-    :func:`_split`, so a garbled line still raises and a padded id is still found; an answer the fast pass cannot cut
-    into three fields per line (a blank line, a reason holding ``|``) goes down the checked path whole. A repeated id
-    keeps its last line, as before."""
+    fields), ids, states and reasons are slices of it, and the id -> status dict is built by ``zip``/``map`` over a
+    state -> reason -> status table (:func:`_statuses_of`). A queue holds few distinct (state, reason) pairs, so each
+    maps to one shared, frozen :class:`NativeStatus`, kept across calls; no tuple is kept per line (a million live
+    tuples make the cyclic garbage collector walk them again and again, which cost more than the parse itself). The
+    wanted set is checked in one C-level subset test; ids that are not wanted (rare: Slurm answers what it was asked)
+    take the checked path of :func:`_split`, so a garbled line still raises and a padded id is still found. An answer
+    the fast pass cannot cut into three fields per line (a blank line, a reason holding ``|``) goes down the checked
+    path whole. A repeated id keeps its last line, as before."""
     text = result.text
     lines = text.count("\n") + (not text.endswith("\n") and bool(text))
     fields = text.replace("\n", "|").split("|")
@@ -503,15 +507,45 @@ def queue_states(result: CommandResult, wanted: set[str]) -> dict[str, NativeSta
         fields.pop()
     if len(fields) != 3 * lines or not text:
         return _queue_states_checked(result, wanted) if text.strip() else {}
-    ids, pairs = fields[0::3], list(zip(fields[1::3], fields[2::3], strict=True))
-    statuses = {pair: _status(*pair) for pair in set(pairs)}
-    found = dict(zip(ids, map(statuses.__getitem__, pairs), strict=True))
+    ids, states, reasons = fields[0::3], fields[1::3], fields[2::3]
+    found = _statuses_of(ids, states, reasons)
+    if found.keys() <= wanted:
+        return found
     for job_id in found.keys() - wanted:
         status = found.pop(job_id)
         parts = _split(result, f"{job_id}|-|-", 3)
         if parts[0] in wanted:
             found[parts[0]] = status
     return found
+
+
+_STATUSES: dict[str, dict[str, NativeStatus]] = {}  # state -> reason -> status: a memo of the pure _status
+_STATUSES_MAX = 4096  # distinct (state, reason) pairs kept; a queue has a few dozen, free-text reasons could be more
+
+
+def _statuses_of(ids: list[str], states: list[str], reasons: list[str]) -> dict[str, NativeStatus]:
+    """``dict(zip(ids, statuses))``, the status of each line looked up in a state -> reason -> status table (two
+    C-level lookups per line, no tuple kept per line).
+
+    The table is the memo :data:`_STATUSES`, which outlives the call: a poll after the first finds every pair there
+    and runs no Python per line or per pair. When it lacks a pair (a KeyError), this call's pairs are put in a table
+    of its own (from the memo, or mapped by :func:`_status`), which then replaces or joins the memo: another thread
+    clearing the memo meanwhile cannot break this call. Values are frozen :class:`NativeStatus` instances shared by
+    every id in that state, which is safe because nobody can change one. The memo is dropped and refilled when it
+    would hold more than :data:`_STATUSES_MAX` pairs."""
+    try:
+        return dict(zip(ids, map(getitem, map(_STATUSES.__getitem__, states), reasons), strict=True))
+    except KeyError:
+        pass
+    table: dict[str, dict[str, NativeStatus]] = {}
+    for state, reason in set(zip(states, reasons, strict=True)):  # zip reuses its one tuple: none kept per line
+        known = _STATUSES.get(state, {}).get(reason)
+        table.setdefault(state, {})[reason] = known if known is not None else _status(state, reason)
+    if sum(map(len, _STATUSES.values())) + sum(map(len, table.values())) > _STATUSES_MAX:
+        _STATUSES.clear()
+    for state, by_reason in table.items():
+        _STATUSES.setdefault(state, {}).update(by_reason)
+    return dict(zip(ids, map(getitem, map(table.__getitem__, states), reasons), strict=True))
 
 
 def _queue_states_checked(result: CommandResult, wanted: set[str]) -> dict[str, NativeStatus]:
