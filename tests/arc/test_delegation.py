@@ -7,6 +7,7 @@ import pytest
 from intercede.backends.arc import ARCBackend
 from intercede.model import JobSpec
 from stacks.arc_stack import ARCStack
+from stacks.harness import wait_for
 
 pytestmark = [pytest.mark.arc, pytest.mark.remote, pytest.mark.credentials]
 RELEASES = ["6.17", "7.0", "7.2"]
@@ -21,8 +22,16 @@ def delegation_of(stack: ARCStack, job_id: str) -> str:
     """The delegation id A-REX recorded for the job (``delegationid=`` in its control directory's ``local`` file,
     which lives under the id split in groups of three characters)."""
     folder = "/".join(job_id[i:i + 3] for i in range(0, len(job_id), 3))
-    out = stack.check(f"grep -h '^delegationid=' /var/spool/arc/jobstatus/jobs/{folder}/local")
-    return out.strip().partition("=")[2]
+    found = ""
+
+    def recorded() -> bool:  # A-REX writes the file while it accepts the job: under load the line may come later
+        nonlocal found
+        res = stack.exec(f"grep -h '^delegationid=' /var/spool/arc/jobstatus/jobs/{folder}/local")
+        found = res.stdout.strip().partition("=")[2] if res.exit_code == 0 else ""
+        return bool(found)
+
+    wait_for(recorded, f"the delegation id of job {job_id} in its control directory", timeout=30.0)
+    return found
 
 
 async def test_a_delegation_is_created_once_reused_and_recreated_when_the_ce_does_not_know_it(
