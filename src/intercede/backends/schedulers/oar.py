@@ -30,7 +30,7 @@ Quirks this module absorbs:
   already killed``), exit 1 when any id failed. A Terminated job is "REGISTERED" and stays Terminated.
 * ``oarstat -j`` of an unknown id prints nothing (exit 0).
 * Suspending (``oarhold -r``) needs OAR's cpuset job manager; so does ``Suspended``/``Resuming``, mapped to RUNNING
-  without having been provoked. Held (``oarhold``, or ``oarsub -h``) is ``Hold``: WAITING.
+  without having been provoked. Held (``oarhold``, or ``oarsub --hold``) is ``Hold``: WAITING.
 * A job array (``oarsub --array N``) is N jobs with consecutive ids sharing one name; each has ``array_index``
   1..N (``OAR_ARRAY_INDEX`` in its environment).
 """
