@@ -11,76 +11,28 @@ Nothing here skips: when the engine, the image or the stack cannot be had, the c
 from __future__ import annotations
 
 import contextlib
-import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 from testcontainers.core.container import DockerContainer
 
 from stacks import harness
-from stacks.harness import ExecResult
-from stacks.keys import SSHKeys, make_keys
+from stacks.batch_stack import BatchStack
+from stacks.keys import make_keys
 
 __all__ = ["OAR_VERSIONS", "OARStack", "start"]
 
 #: OAR version -> the Debian suite that packages it.
 OAR_VERSIONS = {"2.5.9": "bookworm"}
 
-USERNAME = "tester"  # uid 2000 in the image
 
-
-@dataclass
-class OARStack:
+class OARStack(BatchStack):
     """A running OAR stack. ``stop`` is idempotent."""
 
-    container: DockerContainer = field(repr=False)
-    keys: SSHKeys
-    host: str
-    port: int = 0
-    version: str = ""
-    username: str = USERNAME
-    started_in: float = 0.0
-    _stopped: bool = field(default=False, repr=False)
-
-    @property
-    def client_key(self) -> Path:
-        return self.keys.client
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.keys.known_hosts(self.port, self.host, name=f"known_hosts-{self.port}")
-
-    def endpoint(self, **changes: Any) -> Any:
-        """An :class:`~intercede.backends.transports.ssh.SSHEndpoint` for the stack's sshd."""
-        from intercede.backends.transports.ssh import SSHEndpoint
-
-        fields: dict[str, Any] = {"host": self.host, "port": self.port, "username": self.username,
-                                  "client_keys": [self.client_key], "known_hosts": self.known_hosts}
-        return SSHEndpoint(**(fields | changes))
-
-    def exec(self, cmd: str | Sequence[str], *, user: str = "root") -> ExecResult:
-        """Run ``cmd`` in the container (a string through ``sh -c``)."""
-        return harness.run_in(self.container, cmd, user=user)
-
-    def check(self, cmd: str | Sequence[str], *, user: str = "root") -> str:
-        return harness.check_in(self.container, cmd, user=user)
-
-    def logs(self) -> str:
-        return self.exec("tail -n 50 /var/log/oar.log /var/log/postgresql/*.log /var/log/sshd.log 2>&1").stdout
-
-    def stop(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        try:
-            harness.stop_container(self.container)
-        finally:
-            shutil.rmtree(self.keys.folder, ignore_errors=True)
+    LOGS = "/var/log/oar.log /var/log/postgresql/*.log /var/log/sshd.log"
 
 
 def start(version: str = "2.5.9", *, cores: int = 8, timeout: float = 180.0) -> OARStack:
