@@ -4,21 +4,26 @@ and starts its own container and names the logs worth showing when it fails (:at
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-from collections.abc import Sequence
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar, cast
 
 from testcontainers.core.container import DockerContainer
 
 from stacks import harness
 from stacks.harness import ExecResult
-from stacks.keys import SSHKeys
+from stacks.keys import SSHKeys, make_keys
 
-__all__ = ["USERNAME", "BatchStack"]
+__all__ = ["USERNAME", "BatchStack", "launch"]
 
 USERNAME = "tester"  # uid 2000 in the images
+S = TypeVar("S", bound="BatchStack")
 
 
 @dataclass
@@ -70,3 +75,43 @@ class BatchStack:
             harness.stop_container(self.container)
         finally:
             shutil.rmtree(self.keys.folder, ignore_errors=True)
+
+
+def launch(kind: type[S], *, system: str, stack: str, suite: str, version: str, hostname: str,
+           env: Mapping[str, str], package: str, timeout: float) -> S:
+    """Build (once) and start ``stacks/<stack>`` on ``suite`` as a ``kind``: the test keys mounted on /keys, sshd
+    (port 22) published on 127.0.0.1 only; wait until its start.sh logs ``<stack> started`` and sshd greets; read
+    the packaged version of ``package`` (refused unless it is ``version``). On failure the container's logs are
+    printed and the stack stopped; the caller must ``stop`` what it gets."""
+    image = harness.image(stack, suite)
+    keys = make_keys(Path(tempfile.mkdtemp(prefix=f"intercede-{stack}-keys-")))
+    container = DockerContainer(image, hostname=hostname, init=True).with_env("SSHD_PORT", "22")
+    for name, value in env.items():
+        container = container.with_env(name, value)
+    container = container.with_volume_mapping(str(keys.folder), "/keys", "ro")
+    cast(dict[str, Any], container.ports)["22/tcp"] = ("127.0.0.1",)  # see stacks/slurm_stack.py
+    t0 = time.monotonic()
+    container.start()
+    running = kind(container, keys, "127.0.0.1")
+    try:
+        running.port = int(container.get_exposed_port(22))
+        harness.wait_for(lambda: f"{stack} started" in _logs(container), f"{system} {version}: start.sh", timeout)
+        harness.wait_for(lambda: harness.ssh_greets(running.host, running.port), f"{system} {version}: sshd", timeout)
+        running.started_in = time.monotonic() - t0
+        # Debian versions: 8.1.9+dfsg-11 (Grid Engine), 2.5.9-1+deb12u1 (OAR)
+        running.version = running.check(f"dpkg-query -W -f '${{Version}}' {package}").split("+")[0].split("-")[0]
+    except BaseException:
+        with contextlib.suppress(Exception):
+            print(f"[stacks] {system} {version} did not start; its logs:\n{_logs(container)}\n{running.logs()}",
+                  file=sys.stderr)
+        running.stop()
+        raise
+    if running.version != version:
+        running.stop()
+        raise RuntimeError(f"{suite} packages {system} {running.version}, not {version}: update its versions table")
+    return running
+
+
+def _logs(container: DockerContainer) -> str:
+    out, err = container.get_logs()
+    return (out + err).decode("utf-8", "replace")

@@ -10,18 +10,7 @@ Nothing here skips: when the engine, the image or the stack cannot be had, the c
 
 from __future__ import annotations
 
-import contextlib
-import sys
-import tempfile
-import time
-from pathlib import Path
-from typing import Any, cast
-
-from testcontainers.core.container import DockerContainer
-
-from stacks import harness
-from stacks.batch_stack import BatchStack
-from stacks.keys import make_keys
+from stacks.batch_stack import BatchStack, launch
 
 __all__ = ["OAR_VERSIONS", "OARStack", "start"]
 
@@ -38,37 +27,5 @@ class OARStack(BatchStack):
 def start(version: str = "2.5.9", *, cores: int = 8, timeout: float = 180.0) -> OARStack:
     """Start one stack (see the module docstring) whose node has ``cores`` resources; the caller must
     :meth:`OARStack.stop` it."""
-    suite = OAR_VERSIONS[version]
-    image = harness.image("oar", suite)
-    keys = make_keys(Path(tempfile.mkdtemp(prefix="intercede-oar-keys-")))
-    container = (
-        DockerContainer(image, hostname="oarhost", init=True)
-        .with_env("SSHD_PORT", "22")
-        .with_env("OAR_CORES", str(cores))
-        .with_volume_mapping(str(keys.folder), "/keys", "ro")
-    )
-    cast(dict[str, Any], container.ports)["22/tcp"] = ("127.0.0.1",)  # see stacks/slurm_stack.py
-    t0 = time.monotonic()
-    container.start()
-    stack = OARStack(container, keys, "127.0.0.1")
-    try:
-        stack.port = int(container.get_exposed_port(22))
-        harness.wait_for(lambda: "oar started" in _logs(container), f"OAR {version}: start.sh", timeout)
-        harness.wait_for(lambda: harness.ssh_greets(stack.host, stack.port), f"OAR {version}: sshd", timeout)
-        stack.started_in = time.monotonic() - t0
-        stack.version = stack.check("dpkg-query -W -f '${Version}' oar-server").split("-")[0]
-    except BaseException:
-        with contextlib.suppress(Exception):
-            print(f"[stacks] OAR {version} did not start; its logs:\n{_logs(container)}\n{stack.logs()}",
-                  file=sys.stderr)
-        stack.stop()
-        raise
-    if stack.version != version:
-        stack.stop()
-        raise RuntimeError(f"{suite} packages OAR {stack.version}, not {version}: update OAR_VERSIONS")
-    return stack
-
-
-def _logs(container: DockerContainer) -> str:
-    out, err = container.get_logs()
-    return (out + err).decode("utf-8", "replace")
+    return launch(OARStack, system="OAR", stack="oar", suite=OAR_VERSIONS[version], version=version,
+                  hostname="oarhost", env={"OAR_CORES": str(cores)}, package="oar-server", timeout=timeout)
