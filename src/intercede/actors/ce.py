@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import pickle
 import secrets
 import statistics
 import time
@@ -58,7 +59,14 @@ from intercede.backends.capabilities import (
 )
 from intercede.backends.credentials import CredentialProvider, load_provider
 from intercede.backends.registry import CEConfigBase, build_backend
-from intercede.errors import CredentialExpiredError, TransferError, UnsupportedError, is_temporary
+from intercede.errors import (
+    ConnectivityError,
+    CredentialExpiredError,
+    IntercedeError,
+    TransferError,
+    UnsupportedError,
+    is_temporary,
+)
 from intercede.model import JobSpec, JobStatus, Outcome, OutputManifest, SubmitResult
 from intercede.reconcile.gateway import TaggedJobs
 from intercede.reconcile.verify import verify_manifest
@@ -282,6 +290,16 @@ class CEActor:
         self._tracked.update(result.job_ids)
         return result
 
+    async def submit_many(self, specs: Sequence[JobSpec]) -> list[SubmitResult | BaseException]:
+        """:meth:`submit` of each spec, all at once (each under the concurrency bound): per spec its result, or the
+        exception its submit raised (the coalesced calls of :class:`~intercede.actors.gateway.ActorGateway`)."""
+        return await _each(self.submit(spec) for spec in specs)
+
+    async def fetch_many(self, items: Sequence[tuple[str, JobSpec, Path]]) -> list[OutputManifest | BaseException]:
+        """:meth:`fetch` of each ``(job_id, spec, destination)``, all at once: per item its verified manifest, or the
+        exception its fetch raised."""
+        return await _each(self.fetch(job_id, spec, destination) for job_id, spec, destination in items)
+
     async def find_by_tag(self, tags: Sequence[str]) -> dict[str, list[str]]:
         backend = _require(self.backend, Taggable)
         return await self._call(lambda: backend.find_by_tag(tags))
@@ -386,6 +404,27 @@ class CEActor:
         if self._keeping is not None:
             self._keeping.cancel()
         await self.backend.aclose()
+
+
+async def _each(calls: Iterable[Awaitable[T]]) -> list[T | BaseException]:
+    """Await every call concurrently; per call its result or the exception it raised. A cancelled call is the
+    caller going away: that is raised."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, asyncio.CancelledError):
+            raise result
+    return [_portable(r) if isinstance(r, BaseException) else r for r in results]
+
+
+def _portable(error: BaseException) -> BaseException:
+    """``error``, or if it cannot be pickled (to travel back as a value) an IntercedeError of the same
+    temporariness that names it: a submit's "may have run" must not turn into a permanent failure on the way."""
+    try:
+        pickle.dumps(error)
+    except Exception:  # noqa: BLE001 - whatever pickling raises, the error is replaced
+        kind = ConnectivityError if is_temporary(error) else IntercedeError
+        return kind(f"{type(error).__name__}: {error}")
+    return error
 
 
 def _same(a: JobStatus, b: JobStatus) -> bool:

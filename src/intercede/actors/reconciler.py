@@ -14,7 +14,8 @@ on their own schedule), telling each which ids to start and stop tracking (it tr
 whose final state is recorded stops being polled); folds the reports in with the results of the units of work that
 left some since the last step, in one journal transaction; then plans and starts the next units of work in the
 background (:meth:`Reconciler.start`) and returns: a step never waits for a submit, a fetch or a purge. The loop
-steps again as soon as a unit ends or leaves a result, or the WMS changes something, else after ``tick_interval``.
+steps again as soon as a unit ends or leaves a result, or the WMS changes something, else after ``tick_interval``;
+while results keep coming, steps start at most every :data:`STEP_GAP` (so that they are folded in groups).
 Each CE takes at most its ``max_in_flight`` units at a time; a CE whose calls hang holds only its own slots.
 The tracking is sent as deltas against what this actor last told that CE actor instance, and only when there is one,
 so its cost follows churn; the whole set is sent when the CE actor's epoch is not the cursor's (Ray restarted it, or
@@ -103,6 +104,9 @@ class ActionRecord:
     key: str
 
 
+#: Seconds between two steps at the least while units keep ending (at most half of tick_interval).
+STEP_GAP = 0.1
+
 Pull = tuple[str, int, list[JobStatus], bool]
 """A CE actor's answer to ``changes``: (epoch, counter, changed statuses, reachable)."""
 
@@ -143,6 +147,9 @@ class ReconcilerActor:
         self._lagging: set[str] = set()  # CEs whose actor missed the last wait; no step waits for them again
         # A healthy CE actor answers in milliseconds; the wait only bounds what a hung one costs a step.
         self.observe_wait = min(self._seam.timeout, max(5.0, settings.tick_interval))
+        # The least time between the starts of two steps while results keep coming (see _forever). Measured on the
+        # local CE (1,000 jobs, tick_interval 0.2 s): no gap took ~2,500 steps, 0.1 s ~700, and finished sooner.
+        self.step_gap = min(STEP_GAP, settings.tick_interval / 2)
         self._actions: deque[ActionRecord] = deque(maxlen=1000)
         self._watches: dict[str, _Watch] = {}
         self._loop: asyncio.Task[None] | None = None
@@ -201,8 +208,12 @@ class ReconcilerActor:
                 log.exception("reconcile step failed; continuing")
             self.last_tick_seconds = time.monotonic() - start
             # A unit that ended may have unblocked the next action (a fetch makes a purge due), and the WMS may have
-            # declared keys: step again at once when either happens, else after tick_interval.
-            await self.reconciler.wait_for_results(self.settings.tick_interval)
+            # declared keys: step again when either happens (at most once per step_gap), else after tick_interval.
+            if await self.reconciler.wait_for_results(self.settings.tick_interval):
+                # Results come one unit at a time: coalesce them, so that a busy CE's stream of endings costs a
+                # step (a fold, a plan, their transactions) per gap rather than per result. After a quiet spell the
+                # gap has passed already and the step comes at once.
+                await asyncio.sleep(start + self.step_gap - time.monotonic())
 
     async def step(self, *, settle: bool = True) -> int:
         """Observe every CE (concurrently, see the module docstring) and fold the reports in with the finished
