@@ -23,8 +23,10 @@ from intercede.reconcile.gateway import TaggedJobs
 
 __all__ = ["MAX_BATCH", "ActorGateway", "Coalescer"]
 
-#: Most items one coalesced call carries; more that came together go as further calls.
-MAX_BATCH = 64
+#: Most items one coalesced call carries; more that came together go as further calls. A call answers when its last
+#: item is done, so its items' keys are freed together: as many as the CE actor runs at once by default (8) keeps
+#: the next call's items running while the reconciler folds the first call's answers and plans more.
+MAX_BATCH = 8
 
 Item = TypeVar("Item")
 Answer = TypeVar("Answer")
