@@ -14,6 +14,8 @@ over SSH on one :class:`~intercede.backends.transports.ssh.SSHTransport` per mod
 * **HTCondor raw**: a sequential loop of N ``condor_submit -terse ... -queue 1``;
 * **HTCondor intercede**: ONE ``BatchBackend.submit`` (HTCondorScheduler): one command staging the N directories and
   one ``condor_submit ... -queue N`` (one cluster);
+* **HTCondor floor**: one hand-written ``condor_submit -terse ... -queue N`` of the raw loop's description (no
+  staging, no per-proc attributes): what the schedd itself takes for one cluster of N (the CLI's jobs removed first);
 * **HTCondor bindings**: ONE ``HTCondorBackend.submit``: N local sandboxes, one cluster with N procs from item data,
   one spool (measured once per round, for reference; it has no raw counterpart here).
 
@@ -131,7 +133,7 @@ async def _status_polls(backend: BatchBackend, job_ids: list[str]) -> tuple[Stat
 
 
 async def condor_round(stack: CondorStack, token: Path, staging: Path,
-                       copies: int) -> tuple[float, float, float, tuple[StatusPoll, StatusPoll]]:
+                       copies: int) -> tuple[float, float, float, tuple[StatusPoll, StatusPoll], float]:
     async with SSHTransport(stack.endpoint()) as transport:
         (await transport.run(["mkdir", "-p", RAW_DIR])).check()
 
@@ -157,6 +159,13 @@ async def condor_round(stack: CondorStack, token: Path, staging: Path,
         polls = await _status_polls(backend, submitted)
         (await backend.transport.run(["condor_rm", "-all"])).check()
         (await backend.transport.run(["rm", "-rf", "--", ROOT])).check()
+
+        async def floor() -> int:  # the schedd's own cost of one cluster of N: no staging, no per-proc attributes
+            (await backend.transport.run([*_CONDOR_RAW[:-1], str(copies)])).check()
+            return copies
+
+        floor_s = await _timed(floor)
+        (await backend.transport.run(["condor_rm", "-all"])).check()
     # A 500-proc spooled submit can take longer than the default 60 s call deadline on a loaded 2-core machine.
     async with HTCondorBackend(stack.pool, token_file=token, staging=staging, name="bench",
                                call_timeout=600.0) as bindings:
@@ -169,7 +178,7 @@ async def condor_round(stack: CondorStack, token: Path, staging: Path,
 
         bindings_s = await _timed(spooled)
     stack.exec("condor_rm -all", user="tester")
-    return raw_s, cli_s, bindings_s, polls
+    return raw_s, cli_s, bindings_s, polls, floor_s
 
 
 def _condor_held() -> Resources:
@@ -200,6 +209,8 @@ def status_table(polls: list[tuple[StatusPoll, StatusPoll]], version: str, copie
 def _commands(mode: str, copies: int) -> str:
     if mode.startswith("raw"):
         return f"{copies} (one per job)"
+    if mode.startswith("floor"):
+        return "1 (`condor_submit` only)"
     if mode.startswith("bindings"):
         return "1 submit + 1 spool (bindings)"
     return "1 (staging + one bulk submit)"
@@ -218,6 +229,7 @@ def main() -> None:
     condor_raw: list[float] = []
     condor_cli: list[float] = []
     condor_bindings: list[float] = []
+    condor_floor: list[float] = []
     status_polls: list[tuple[StatusPoll, StatusPoll]] = []
     with slurm_stack("24.11", cpus=16) as slurm:
         slurm_version = slurm.version
@@ -232,12 +244,14 @@ def main() -> None:
         token = condor.token()
         condor_version = condor.exec("condor_version | head -1").stdout.split()[1]
         for r in range(args.rounds):
-            raw_s, cli_s, bindings_s, polls = asyncio.run(condor_round(condor, token, staging, args.copies))
+            raw_s, cli_s, bindings_s, polls, floor_s = asyncio.run(condor_round(condor, token, staging, args.copies))
+            condor_floor.append(floor_s)
             status_polls.append(polls)
             condor_raw.append(raw_s)
             condor_cli.append(cli_s)
             condor_bindings.append(bindings_s)
-            print(f"htcondor round {r}: raw {raw_s:.2f} s, CLI {cli_s:.2f} s, bindings {bindings_s:.2f} s",
+            print(f"htcondor round {r}: raw {raw_s:.2f} s, CLI {cli_s:.2f} s, bindings {bindings_s:.2f} s, "
+                  f"hand-written queue {args.copies} {floor_s:.2f} s",
                   flush=True)
     finally:
         condor.stop()
@@ -250,6 +264,8 @@ def main() -> None:
         (f"HTCondor {condor_version}", "raw: sequential `condor_submit -queue 1` loop", condor_raw),
         (f"HTCondor {condor_version}", f"intercede CLI: one `BatchBackend.submit` of {n} copies (`queue {n}`)",
          condor_cli),
+        (f"HTCondor {condor_version}", f"floor: one hand-written `condor_submit -queue {n}` (no staging, no per-proc "
+         "attributes)", condor_floor),
         (f"HTCondor {condor_version}", f"bindings: one `HTCondorBackend.submit` of {n} copies (one cluster, spooled)",
          condor_bindings),
     ]
