@@ -15,7 +15,8 @@ whose final state is recorded stops being polled); folds the reports in with the
 left some since the last step, in one journal transaction; then plans and starts the next units of work in the
 background (:meth:`Reconciler.start`) and returns: a step never waits for a submit, a fetch or a purge. The loop
 steps again as soon as a unit ends or leaves a result, or the WMS changes something, else after ``tick_interval``;
-while results keep coming, steps start at most every :data:`STEP_GAP` (so that they are folded in groups).
+while results keep coming, steps start at most every :data:`STEP_GAP` (so that they are folded in groups), unless a
+CE with keys waiting to be submitted has half its ``max_in_flight`` free.
 Each CE takes at most its ``max_in_flight`` units at a time; a CE whose calls hang holds only its own slots.
 The tracking is sent as deltas against what this actor last told that CE actor instance, and only when there is one,
 so its cost follows churn; the whole set is sent when the CE actor's epoch is not the cursor's (Ray restarted it, or
@@ -209,10 +210,11 @@ class ReconcilerActor:
             self.last_tick_seconds = time.monotonic() - start
             # A unit that ended may have unblocked the next action (a fetch makes a purge due), and the WMS may have
             # declared keys: step again when either happens (at most once per step_gap), else after tick_interval.
-            if await self.reconciler.wait_for_results(self.settings.tick_interval):
+            if await self.reconciler.wait_for_results(self.settings.tick_interval) and not self.reconciler.hungry():
                 # Results come one unit at a time: coalesce them, so that a busy CE's stream of endings costs a
                 # step (a fold, a plan, their transactions) per gap rather than per result. After a quiet spell the
-                # gap has passed already and the step comes at once.
+                # gap has passed already and the step comes at once; so it does when a CE with keys waiting to be
+                # submitted has half its slots free (its queue would run dry during the gap).
                 await asyncio.sleep(start + self.step_gap - time.monotonic())
 
     async def step(self, *, settle: bool = True) -> int:

@@ -140,6 +140,10 @@ class Executor:
         """For each CE with a ``max_in_flight``, how many more units it may take now."""
         return {ce: max(0, limit - self._units_of[ce]) for ce, limit in self._limits.items()}
 
+    def running_low(self, ces: Iterable[str]) -> bool:
+        """Whether one of ``ces`` (with a ``max_in_flight``) has half of it or more free."""
+        return any(2 * (limit - self._units_of[ce]) >= limit for ce in ces if (limit := self._limits.get(ce)))
+
     @property
     def in_flight(self) -> int:
         """Units started and not ended."""

@@ -393,6 +393,11 @@ class Reconciler:
                 del parked[key]
             self._state.mark_dirty(keys)
 
+    def hungry(self) -> bool:
+        """Whether a CE has keys waiting for room to submit and half its ``max_in_flight`` or more free: its work
+        runs low, so the next step should come at once and refill it, not after a pause to gather results."""
+        return self._executor.running_low(ce for ce, parked in self._parked.items() if parked)
+
     def nudge(self) -> None:
         """Wake :meth:`wait_for_results` (something new came for the next step to fold or plan)."""
         self._executor.nudge()
