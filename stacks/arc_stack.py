@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import shutil
 import ssl
 import subprocess
 import sys
@@ -160,10 +159,7 @@ class ARCStack:
         if self._stopped:
             return
         self._stopped = True
-        try:
-            harness.stop_container(self.container)
-        finally:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+        harness.remove(self.container, self._tmp)
 
 
 def _export(stack: ARCStack) -> bool:

@@ -5,7 +5,6 @@ and starts its own container and names the logs worth showing when it fails (:at
 from __future__ import annotations
 
 import contextlib
-import shutil
 import sys
 import tempfile
 import time
@@ -71,10 +70,7 @@ class BatchStack:
         if self._stopped:
             return
         self._stopped = True
-        try:
-            harness.stop_container(self.container)
-        finally:
-            shutil.rmtree(self.keys.folder, ignore_errors=True)
+        harness.remove(self.container, self.keys.folder)
 
 
 def launch(kind: type[S], *, system: str, stack: str, suite: str, version: str, hostname: str,

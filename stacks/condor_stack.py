@@ -19,7 +19,6 @@ Nothing here skips: when the engine, the image or the stack cannot be had, the c
 from __future__ import annotations
 
 import contextlib
-import shutil
 import sys
 import tempfile
 import time
@@ -152,11 +151,7 @@ class CondorStack:
         if self._stopped:
             return
         self._stopped = True
-        try:
-            harness.stop_container(self.container)
-        finally:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            shutil.rmtree(self.keys.folder, ignore_errors=True)
+        harness.remove(self.container, self._tmp, self.keys.folder)
 
 
 def start(version: str = "23.9", *, kind: str = "condor", timeout: float = 120.0) -> CondorStack:

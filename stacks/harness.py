@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -130,6 +131,16 @@ def stop_container(container: Any) -> None:
     except Exception as exc:
         if "state improper" not in str(exc) and "no such container" not in str(exc).lower():
             raise
+
+
+def remove(container: Any, *folders: Path) -> None:
+    """Stop ``container`` (:func:`stop_container`), then delete the stack's local ``folders`` (keys, credentials),
+    even if the stop failed."""
+    try:
+        stop_container(container)
+    finally:
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def container_address(container: Any) -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -98,10 +97,7 @@ class PostgresStack:
         if self._stopped:
             return
         self._stopped = True
-        try:
-            harness.stop_container(self.container)
-        finally:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+        harness.remove(self.container, self._tmp)
 
     def __enter__(self) -> PostgresStack:
         return self

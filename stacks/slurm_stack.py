@@ -19,7 +19,6 @@ Nothing here skips: when the engine, the image or the stack cannot be had, the c
 from __future__ import annotations
 
 import contextlib
-import shutil
 import sys
 import tempfile
 import time
@@ -94,11 +93,7 @@ class SlurmStack:
         if self._stopped:
             return
         self._stopped = True
-        try:
-            harness.stop_container(self.container)
-        finally:
-            if self._owned_keys:
-                shutil.rmtree(self.keys.folder, ignore_errors=True)
+        harness.remove(self.container, *([self.keys.folder] if self._owned_keys else []))
 
 
 def start(version: str = "24.11", *, keys_dir: Path | None = None, min_job_age: int = 10, cpus: int = 4,
