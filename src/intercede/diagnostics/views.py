@@ -186,9 +186,9 @@ class Diagnostics:
         bar = tqdm(total=len(wanted), desc=f"watch ({until})", unit="job", disable=not progress)
         try:
             while True:
-                snap = await self.refresh()
                 for key in await settle.more(list(pending)):
                     pending.pop(key, None)
+                snap = await self.refresh()  # after the ask: the snapshot returned shows every watched key settled
                 bar.update(len(wanted) - len(pending) - bar.n)
                 if display is not None:
                     display.show(snap)
