@@ -54,6 +54,16 @@ def test_the_staging_script_writes_each_copy_and_runs_the_submit_command(tmp_pat
     assert (root / "anchor" / "array.sh").read_text() == "#!/bin/sh\nexit 0\n"
 
 
+def test_a_copy_without_tag_file_or_secrets_gets_its_directory_and_job_script_only(tmp_path: Path) -> None:
+    root = tmp_path / "jobs"
+    dirs = [staging.StagedDir(f"{root}/plain", "#!/bin/sh\n", None), staging.StagedDir(f"{root}/tagged", "x\n", "")]
+    done = _run(staging.script(str(root), dirs))
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (root / "plain").iterdir()) == ["job.sh"]
+    assert sorted(p.name for p in (root / "tagged").iterdir()) == [".tag", "job.sh"]
+    assert (root / "tagged" / ".tag").read_text() == ""
+
+
 def test_the_staging_script_keeps_secrets_off_every_command_line(tmp_path: Path) -> None:
     text = staging.script(str(tmp_path), [staging.StagedDir(f"{tmp_path}/a", "x\n", None, {"K": SECRET})])
     # Only builtins see the value: the one exec'd process is cat (here-document input), and mkdir, with paths.

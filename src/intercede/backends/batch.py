@@ -49,6 +49,7 @@ from intercede.backends.schedulers.base import (
     PurgingScheduler,
     Scheduler,
     SubmitRequest,
+    TagFileScheduler,
     UsageScheduler,
 )
 from intercede.backends.staging import StagedDir
@@ -203,7 +204,10 @@ class BatchBackend:
 
     def _staged(self, spec: JobSpec, index: int, workdir: str) -> StagedDir:
         copy = spec.copies[index]
-        return StagedDir(workdir, render(spec, copy, workdir, self.container), spec.copy_tag(index),
+        # A tag file only for a scheduler that finds jobs by it (the others name their jobs with the tag); a job
+        # without a tag gets an empty one there, so the finder sees every job it started.
+        tag = (spec.copy_tag(index) or "") if isinstance(self.scheduler, TagFileScheduler) else None
+        return StagedDir(workdir, render(spec, copy, workdir, self.container), tag,
                          {k: v.get_secret_value() for k, v in copy.secrets.items()})
 
     async def _submit_one(self, spec: JobSpec, index: int) -> list[Submission]:

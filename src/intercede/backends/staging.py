@@ -1,9 +1,11 @@
 """The one shell script that stages job directories and runs the submit command: pure text generation, no I/O.
 
 :class:`~intercede.backends.batch.BatchBackend` makes a submit ONE round trip: it runs ``sh -s -- <submit argv>``
-on the resource with this script on stdin. The script makes every copy's working directory (``job.sh``, ``.tag``,
-``.secrets/<KEY>`` 0600), an optional array launcher, and then ``exec``\\s its arguments (the scheduler's submit
-command) — or exits 0 when there are none (the caller still has input files to upload before it submits).
+on the resource with this script on stdin. The script makes every copy's working directory (``job.sh``; ``.tag``
+when the copy has a tag file; ``.secrets/<KEY>`` 0600 when it has secrets: no file or directory a copy does not
+need, since making them is most of what staging hundreds of copies costs), an optional array launcher, and then
+``exec``\\s its arguments (the scheduler's submit command) — or exits 0 when there are none (the caller still has
+input files to upload before it submits).
 
 Why stdin and not argv: the directories' contents (job scripts for hundreds of copies, secrets) would overflow the
 argument budget (:data:`~intercede.backends.transports.base.ARGV_BUDGET`), and a secret must never be on a command
@@ -33,7 +35,8 @@ MARK = "intercede-staging:"
 
 @dataclass(frozen=True)
 class StagedDir:
-    """One working directory to make: its job script, tag, and secrets (name -> value)."""
+    """One working directory to make: its job script, the text of its ``.tag`` file (None: no tag file), and its
+    secrets (name -> value)."""
 
     workdir: str
     job_script: str
@@ -55,13 +58,15 @@ def script(root: str, dirs: Sequence[StagedDir], *, anchor: str | None = None, l
     for d in dirs:
         lines.append(f"if [ -e {w(d.workdir)} ] || [ -L {w(d.workdir)} ]; then "
                      f"printf '%s %s\\n' '{MARK} attempt used:' {w(d.workdir)} >&2; exit {ATTEMPT_USED}; fi")
-    made = [root, *([anchor] if anchor is not None else []), *(f"{d.workdir}/{SECRETS}" for d in dirs)]
+    made = [root, *([anchor] if anchor is not None else []),
+            *(f"{d.workdir}/{SECRETS}" if d.secrets else d.workdir for d in dirs)]
     lines.append(f"mkdir -p -- {' '.join(w(m) for m in made)} || fail {w(root)}")
     if anchor is not None and launcher is not None:
         lines.append(_write(f"{anchor}/array.sh", launcher))
     for d in dirs:
         lines.append(_write(f"{d.workdir}/{SCRIPT}", d.job_script))
-        lines.append(_write(f"{d.workdir}/{TAGFILE}", d.tag or ""))
+        if d.tag is not None:
+            lines.append(_write(f"{d.workdir}/{TAGFILE}", d.tag))
         for name, value in d.secrets.items():
             lines.append(_write(f"{d.workdir}/{SECRETS}/{name}", value))
     lines += ['[ "$#" -eq 0 ] && exit 0', 'exec "$@"', ""]

@@ -22,7 +22,7 @@ from intercede.model import JobState, Resources, Usage
 
 __all__ = [
     "BatchJob", "BulkRequest", "BulkScheduler", "NativeStatus", "PurgingScheduler", "Scheduler", "SubmitRequest",
-    "UsageScheduler",
+    "TagFileScheduler", "UsageScheduler",
 ]
 
 
@@ -134,6 +134,15 @@ class PurgingScheduler(Protocol):
 
     def purge_argv(self, jobs: Sequence[BatchJob]) -> list[str]:
         """One command that ends every process left of ``jobs`` and then removes their working directories."""
+
+
+@runtime_checkable
+class TagFileScheduler(Protocol):
+    """A scheduler that keeps no names of its own for its jobs (Direct): :meth:`Scheduler.find_argvs` reads each
+    job's tag from the ``.tag`` file in its working directory. Staging writes that file for these schedulers only
+    (every other one carries the tag in the job's name or attributes): one file fewer per copy elsewhere."""
+
+    tag_file: bool
 
 
 @runtime_checkable

@@ -250,6 +250,7 @@ class DirectScheduler:
     """
 
     name = "direct"
+    tag_file = True  # no job names of its own: find_argvs reads each job's .tag
 
     def __init__(self, root: str, *, kill_grace: int = 10) -> None:
         if kill_grace < 0:
