@@ -4,7 +4,7 @@ Layout of a job's working directory (made by :class:`~intercede.backends.batch.B
 :class:`~intercede.model.JobFile`, and a spec can use none of them, see :data:`~intercede.model.RESERVED_NAMES`)::
 
     <root>/<uid>/job.sh        this script (0700)
-                 .tag          the idempotency tag, if any
+                 .tag          the idempotency tag (Direct only: a batch system names the job with it)
                  .claim        symlink made atomically by the first of: this script (-> job), a fence (-> fenced)
                  .secrets/KEY  one 0600 file per secret of the copy
                  .exitcode     the payload's exit status, written atomically (via .exitcode.tmp) when it ends
