@@ -50,6 +50,18 @@ def test_final_info_maps_to_done_failed_and_aborted_with_exit_codes(release: str
     assert _parse.activity(entries["ffffffffffff"]) is None and entries["ffffffffffff"].code == 404
 
 
+def test_the_stand_in_for_a_job_just_created_is_told_from_written_information(release: str) -> None:
+    jobs = load(release, "captures")["jobs"]
+    fresh = _parse.bulk(load(release, "info_fresh"))
+    written = {role: act.written for role, i in jobs.items() if (act := _parse.activity(fresh[i])) is not None}
+    # Recorded right after the submit: A-REX 7.x had not written the second job's information yet (its stand-in
+    # has a state but no Name), 6.17 had written both; by the end every job's is written.
+    assert written == {"ok": True, "fail": release == "6.17", "sleep": release == "6.17"}, written
+    assert all(a.state for i in jobs.values() if (a := _parse.activity(fresh[i])) is not None)
+    final = _parse.bulk(load(release, "info_final"))
+    assert all(a.written for i in jobs.values() if (a := _parse.activity(final[i])) is not None)
+
+
 def test_bulk_answers_are_matched_by_id_not_position(release: str) -> None:
     doc = load(release, "status_final")
     reversed_doc = {"job": list(reversed(doc["job"]))}

@@ -145,6 +145,10 @@ class Activity:
     submitted: str = ""
     started: str = ""
     ended: str = ""
+    #: False for the stand-in A-REX answers until it has written the job's information (a job just created): its id
+    #: and state only, no ``Name`` (which a tagged job has, and every written document holds) nor
+    #: ``SubmissionTime``. A stand-in cannot say which tag the job carries.
+    written: bool = True
 
 
 def rest_state(states: Sequence[str] | str) -> str:
@@ -183,7 +187,8 @@ def activity(entry: Entry) -> Activity | None:
     return Activity(job_id=entry.job_id, state=rest_state(act.get("State", [])), exit_code=code, error=str(error),
                     name=str(act.get("Name", "")), submitted=str(act.get("SubmissionTime", "")),
                     started=str(act.get("StartTime", "")), ended=str(act.get("ComputingManagerEndTime", "")
-                                                                      or act.get("EndTime", "")))
+                                                                      or act.get("EndTime", "")),
+                    written="Name" in act or "SubmissionTime" in act)
 
 
 def job_status(act: Activity, last: JobStatus | None = None) -> JobStatus:

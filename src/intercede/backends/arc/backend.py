@@ -64,6 +64,8 @@ _ID = re.compile(r"[A-Za-z0-9]{6,64}\Z")
 #: A-REX reads at most 1 MiB of a request body: ids per bulk call, descriptions per submit (each well under 8 KiB).
 _CHUNK = 500
 _SUBMIT_CHUNK = 100
+_FIND_TRIES = 10  # find_by_tag: asks about a job listed without information (just created) this many times
+_FIND_PAUSE = 0.5  # seconds between them
 
 
 def _when(value: str) -> datetime | None:
@@ -580,17 +582,34 @@ class ARCBackend:
     # -- tags, load ----------------------------------------------------------------------------------------------
 
     async def find_by_tag(self, tags: Sequence[str]) -> dict[str, list[str]]:
-        """Every job of this user at the CE whose ADL ``Name`` is one of ``tags`` (``GET /jobs`` + ``info``)."""
+        """Every job of this user at the CE whose ADL ``Name`` is one of ``tags`` (``GET /jobs`` + ``info``).
+
+        A job A-REX lists but has no information for yet (just created: its description is still being accepted)
+        could carry one of the tags, so it is asked about again (up to :data:`_FIND_TRIES` times,
+        :data:`_FIND_PAUSE` s apart); if it is still unknown, :class:`ConnectivityError` (temporary): the lookup
+        never answers "none" while a job it cannot read yet may be the one looked for."""
         answer = await self.rest.call("GET", "jobs")
-        ids = [e["id"] for e in answer.json().get("job", []) if isinstance(e, dict) and "id" in e] \
-            if isinstance(answer.json().get("job"), list) else []
+        listed = answer.json().get("job")
+        pending = [e["id"] for e in listed if isinstance(e, dict) and "id" in e] if isinstance(listed, list) else []
         found: dict[str, list[str]] = {t: [] for t in tags}
-        if ids:
-            _, acts = await self._activities(ids)
-            for job_id in ids:
-                act = acts.get(job_id)
-                if act is not None and act.name in found:
+        for attempt in range(_FIND_TRIES):
+            if not pending:
+                break
+            if attempt:
+                await asyncio.sleep(_FIND_PAUSE)
+            entries = await self._bulk("info", pending)
+            unread = []
+            for job_id in pending:
+                entry = entries.get(job_id)
+                act = _parse.activity(entry) if entry is not None and entry.ok else None
+                if act is None or not act.written:
+                    unread.append(job_id)
+                elif act.name in found:
                     found[act.name].append(job_id)
+            pending = unread
+        if pending:
+            raise ConnectivityError(f"{self.name}: A-REX lists {len(pending)} job(s) it has no information for yet "
+                                    f"({', '.join(pending[:5])}): which tags they carry is not known, ask again later")
         return found
 
     async def version(self) -> str:
