@@ -12,14 +12,17 @@ from pathlib import Path
 import pytest
 
 from intercede.backends import staging
+from intercede.backends.batch import BatchBackend
 from intercede.backends.htcondor import _htcondor as core
 from intercede.backends.schedulers import slurm
 from intercede.backends.schedulers.base import BatchJob, BulkRequest
+from intercede.backends.schedulers.direct import DirectScheduler
 from intercede.backends.schedulers.htcondor import HTCondorScheduler
 from intercede.backends.schedulers.slurm import SlurmScheduler, array_names, queue_states
 from intercede.backends.transports.base import CommandResult
+from intercede.backends.transports.local import LocalTransport
 from intercede.errors import CommandError, InvalidSpecError
-from intercede.model import JobState, Resources
+from intercede.model import Copy, JobSpec, JobState, Resources
 
 SLURM_DATA = Path(__file__).resolve().parents[1] / "data" / "slurm"
 SECRET = "s3cr3t\n\nwith 'quotes' $(x) é\n"
@@ -62,6 +65,16 @@ def test_a_copy_without_tag_file_or_secrets_gets_its_directory_and_job_script_on
     assert sorted(p.name for p in (root / "plain").iterdir()) == ["job.sh"]
     assert sorted(p.name for p in (root / "tagged").iterdir()) == [".tag", "job.sh"]
     assert (root / "tagged" / ".tag").read_text() == ""
+
+
+def test_only_a_scheduler_that_finds_jobs_by_their_tag_file_gets_one(tmp_path: Path) -> None:
+    spec = JobSpec(executable="true", tag="k", copies=[Copy(), Copy(secrets={"K": SECRET})])
+    for scheduler, tags in ((DirectScheduler(str(tmp_path)), ["k.0", "k.1"]), (SlurmScheduler(), [None, None]),
+                            (HTCondorScheduler(), [None, None])):
+        backend = BatchBackend(LocalTransport(), scheduler, str(tmp_path))
+        staged = [backend._staged(spec, i, f"{tmp_path}/{i}") for i in range(2)]
+        assert [d.tag for d in staged] == tags, scheduler.name
+        assert [set(d.secrets) for d in staged] == [set(), {"K"}]
 
 
 def test_the_staging_script_keeps_secrets_off_every_command_line(tmp_path: Path) -> None:
