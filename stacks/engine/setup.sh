@@ -39,7 +39,11 @@ else
   if ! curl -sf --unix-socket "$sock" http://d/_ping >/dev/null 2>&1; then
     log "starting the podman API service on $sock"
     mkdir -p "$(dirname "$sock")"
-    nohup podman system service --time=0 "unix://$sock" >/var/log/podman-service.log 2>&1 &
+    # Its own session, started from /: it outlives the process group that started it (a test run stopped with
+    # Ctrl-C) and keeps no clone's directory as its working directory (removing that clone would break every
+    # container start through the API afterwards).
+    (cd / && exec setsid nohup podman system service --time=0 "unix://$sock" </dev/null >/var/log/podman-service.log \
+      2>&1) &
     for _ in $(seq 100); do curl -sf --unix-socket "$sock" http://d/_ping >/dev/null 2>&1 && break; sleep 0.1; done
     curl -sf --unix-socket "$sock" http://d/_ping >/dev/null || { log "podman service did not start"; exit 1; }
   fi
