@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from intercede.backends.capabilities import LoadReport
 from intercede.backends.transports.base import CommandResult
@@ -140,9 +140,10 @@ class PurgingScheduler(Protocol):
 class TagFileScheduler(Protocol):
     """A scheduler that keeps no names of its own for its jobs (Direct): :meth:`Scheduler.find_argvs` reads each
     job's tag from the ``.tag`` file in its working directory. Staging writes that file for these schedulers only
-    (every other one carries the tag in the job's name or attributes): one file fewer per copy elsewhere."""
+    (every other one carries the tag in the job's name or attributes): one file fewer per copy elsewhere. Only the
+    attribute's presence is checked at run time, so its type admits True alone."""
 
-    tag_file: bool
+    tag_file: Literal[True]
 
 
 @runtime_checkable

@@ -43,6 +43,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Literal
 
 from intercede.backends.capabilities import LoadReport
 from intercede.backends.jobscript import EXITCODE, TAGFILE, USAGE
@@ -250,7 +251,7 @@ class DirectScheduler:
     """
 
     name = "direct"
-    tag_file = True  # no job names of its own: find_argvs reads each job's .tag
+    tag_file: Literal[True] = True  # no job names of its own: find_argvs reads each job's .tag
 
     def __init__(self, root: str, *, kill_grace: int = 10) -> None:
         if kill_grace < 0:
